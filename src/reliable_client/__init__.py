@@ -1,0 +1,41 @@
+"""reliable_client: httpx clients and transports that retry only what is safe.
+
+import reliable_client
+
+with reliable_client.Client(base_url="https://api.example") as client:
+    response = client.post("/payments", json={"amount": 100})
+    print(reliable_client.outcome(response).attempts)
+"""
+
+from __future__ import annotations
+
+from ._budget import BudgetStats, RetryBudget
+from ._client import AsyncClient, Client
+from ._decision import RetryIfSafe
+from ._exceptions import RetryError
+from ._idempotency import Idempotency
+from ._outcome import ClientStats, Outcome, RetryEvent, outcome
+from ._policy import RetryPolicy
+from ._transports import AsyncRetryTransport, RetryTransport
+from ._uuid7 import uuid7
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "AsyncRetryTransport",
+    "BudgetStats",
+    "Client",
+    "ClientStats",
+    "Idempotency",
+    "Outcome",
+    "RetryBudget",
+    "RetryError",
+    "RetryEvent",
+    "RetryIfSafe",
+    "RetryPolicy",
+    "RetryTransport",
+    "__version__",
+    "outcome",
+    "uuid7",
+]

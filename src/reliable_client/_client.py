@@ -1,0 +1,817 @@
+"""Client and AsyncClient: httpx clients that retry what is safe to retry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Literal
+
+import httpx
+from httpx import URL, Request, Response
+from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
+from httpx._types import (
+    AuthTypes,
+    CookieTypes,
+    HeaderTypes,
+    QueryParamTypes,
+    RequestContent,
+    RequestData,
+    RequestExtensions,
+    RequestFiles,
+    TimeoutTypes,
+)
+
+from ._budget import RetryBudget
+from ._core import RETRY_KEY, RetryCore, preload_body, resolve_policy
+from ._idempotency import Idempotency
+from ._outcome import ClientStats, OnRetry
+from ._policy import RetryPolicy
+from ._transports import AsyncRetryTransport, RetryTransport
+
+__all__ = ["AsyncClient", "Client"]
+
+_DEFAULT_IDEMPOTENCY = Idempotency()
+
+
+def _with_retry(
+    extensions: RequestExtensions | None,
+    retry: RetryPolicy | Literal[False] | None,
+) -> RequestExtensions | None:
+    if retry is None:
+        return extensions
+    resolve_policy(retry, "retry=")  # a clear TypeError before anything is sent
+    return {**(extensions or {}), RETRY_KEY: retry}
+
+
+class _RetryClientMixin:
+    """What both clients add to httpx's: the retry engine and its counters."""
+
+    _retry_core: RetryCore
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The client's default policy."""
+        return self._retry_core.policy
+
+    @property
+    def budget(self) -> RetryBudget:
+        """The retry budget this client spends from."""
+        return self._retry_core.budget
+
+    @property
+    def idempotency(self) -> Idempotency | None:
+        return self._retry_core.idempotency
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of the client's counters: calls, attempts, retries,
+        refused_by_budget, gave_up."""
+        return self._retry_core.counters.snapshot()
+
+
+class Client(_RetryClientMixin, httpx.Client):
+    """A drop-in ``httpx.Client`` that retries what is safe to retry.
+
+    Takes every argument of ``httpx.Client``, plus:
+
+    Args:
+        retry: the default :class:`RetryPolicy` (default ``RetryPolicy()``), or
+            ``False`` for no retries.  Every request method also takes
+            ``retry=`` to override it for one call.
+        budget: a :class:`RetryBudget` to spend retries from (default: a new
+            one for this client); share one object between clients to share it.
+        idempotency: which requests get an Idempotency-Key and a
+            client-generated resource id (default ``Idempotency()``: POST and
+            PATCH), or ``None`` for none.
+        on_retry: called with a :class:`RetryEvent` before each retry and when
+            retrying is stopped early.
+
+    Retries wrap the client's transport (``transport=`` included) and every
+    mounted transport.  For a non-streamed response a failure while reading
+    the body is retried too, under the same rules, key and budget.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | bool = RetryPolicy(),  # noqa: B008 - immutable
+        budget: RetryBudget | None = None,
+        idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
+        on_retry: OnRetry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        transport = self._transport
+        if isinstance(transport, RetryTransport):
+            # Already retrying: wrapping it again would multiply attempts.
+            wrapper = transport
+        else:
+            wrapper = RetryTransport(
+                transport,
+                retry=retry,
+                budget=budget,
+                idempotency=idempotency,
+                on_retry=on_retry,
+            )
+            self._transport = wrapper
+        self._retry_core = wrapper._core
+        self._mounts = {
+            pattern: _wrap_sync(mounted, wrapper)
+            for pattern, mounted in self._mounts.items()
+        }
+
+    def request(
+        self,
+        method: str,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Build and send a request; ``retry`` overrides the policy for this call."""
+        return super().request(
+            method,
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=_with_retry(extensions, retry),
+        )
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Iterator[Response]:
+        """Send a request and stream its response; ``retry`` overrides the policy.
+
+        Failures up to the response headers are retried; the body is the
+        caller's to read, and a failure while reading it is not retried.
+        """
+        with super().stream(
+            method,
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=_with_retry(extensions, retry),
+        ) as response:
+            yield response
+
+    def send(
+        self,
+        request: Request,
+        *,
+        stream: bool = False,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a request; ``retry`` overrides the policy for this call."""
+        if retry is not None:
+            resolve_policy(retry, "retry=")
+            request.extensions = {**request.extensions, RETRY_KEY: retry}
+        if stream:
+            return super().send(
+                request, stream=True, auth=auth, follow_redirects=follow_redirects
+            )
+        token = preload_body.set(True)
+        try:
+            return super().send(
+                request, stream=False, auth=auth, follow_redirects=follow_redirects
+            )
+        finally:
+            preload_body.reset(token)
+
+    def get(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``GET`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    def options(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``OPTIONS`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "OPTIONS",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    def head(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``HEAD`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "HEAD",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    def post(
+        self,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``POST`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "POST",
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    def put(
+        self,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``PUT`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "PUT",
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    def patch(
+        self,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``PATCH`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "PATCH",
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    def delete(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``DELETE`` request; ``retry`` overrides the policy for this call."""
+        return self.request(
+            "DELETE",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+
+class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
+    """A drop-in ``httpx.AsyncClient`` that retries what is safe to retry.
+
+    Takes every argument of ``httpx.AsyncClient``, plus:
+
+    Args:
+        retry: the default :class:`RetryPolicy` (default ``RetryPolicy()``), or
+            ``False`` for no retries.  Every request method also takes
+            ``retry=`` to override it for one call.
+        budget: a :class:`RetryBudget` to spend retries from (default: a new
+            one for this client); share one object between clients to share it.
+        idempotency: which requests get an Idempotency-Key and a
+            client-generated resource id (default ``Idempotency()``: POST and
+            PATCH), or ``None`` for none.
+        on_retry: called with a :class:`RetryEvent` before each retry and when
+            retrying is stopped early.
+
+    Retries wrap the client's transport (``transport=`` included) and every
+    mounted transport.  For a non-streamed response a failure while reading
+    the body is retried too, under the same rules, key and budget.
+    """
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | bool = RetryPolicy(),  # noqa: B008 - immutable
+        budget: RetryBudget | None = None,
+        idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
+        on_retry: OnRetry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        transport = self._transport
+        if isinstance(transport, AsyncRetryTransport):
+            # Already retrying: wrapping it again would multiply attempts.
+            wrapper = transport
+        else:
+            wrapper = AsyncRetryTransport(
+                transport,
+                retry=retry,
+                budget=budget,
+                idempotency=idempotency,
+                on_retry=on_retry,
+            )
+            self._transport = wrapper
+        self._retry_core = wrapper._core
+        self._mounts = {
+            pattern: _wrap_async(mounted, wrapper)
+            for pattern, mounted in self._mounts.items()
+        }
+
+    async def request(
+        self,
+        method: str,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Build and send a request; ``retry`` overrides the policy for this call."""
+        return await super().request(
+            method,
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=_with_retry(extensions, retry),
+        )
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> AsyncIterator[Response]:
+        """Send a request and stream its response; ``retry`` overrides the policy.
+
+        Failures up to the response headers are retried; the body is the
+        caller's to read, and a failure while reading it is not retried.
+        """
+        async with super().stream(
+            method,
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=_with_retry(extensions, retry),
+        ) as response:
+            yield response
+
+    async def send(
+        self,
+        request: Request,
+        *,
+        stream: bool = False,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a request; ``retry`` overrides the policy for this call."""
+        if retry is not None:
+            resolve_policy(retry, "retry=")
+            request.extensions = {**request.extensions, RETRY_KEY: retry}
+        if stream:
+            return await super().send(
+                request, stream=True, auth=auth, follow_redirects=follow_redirects
+            )
+        token = preload_body.set(True)
+        try:
+            return await super().send(
+                request, stream=False, auth=auth, follow_redirects=follow_redirects
+            )
+        finally:
+            preload_body.reset(token)
+
+    async def get(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``GET`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    async def options(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``OPTIONS`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "OPTIONS",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    async def head(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``HEAD`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "HEAD",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    async def post(
+        self,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``POST`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "POST",
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    async def put(
+        self,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``PUT`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "PUT",
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    async def patch(
+        self,
+        url: URL | str,
+        *,
+        content: RequestContent | None = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        json: Any | None = None,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``PATCH`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "PATCH",
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+    async def delete(
+        self,
+        url: URL | str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: HeaderTypes | None = None,
+        cookies: CookieTypes | None = None,
+        auth: AuthTypes | UseClientDefault | None = USE_CLIENT_DEFAULT,
+        follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        extensions: RequestExtensions | None = None,
+        retry: RetryPolicy | Literal[False] | None = None,
+    ) -> Response:
+        """Send a ``DELETE`` request; ``retry`` overrides the policy for this call."""
+        return await self.request(
+            "DELETE",
+            url,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            auth=auth,
+            follow_redirects=follow_redirects,
+            timeout=timeout,
+            extensions=extensions,
+            retry=retry,
+        )
+
+
+def _wrap_sync(
+    mounted: httpx.BaseTransport | None, main: RetryTransport
+) -> httpx.BaseTransport | None:
+    if mounted is None or isinstance(mounted, RetryTransport):
+        return mounted
+    return main._sharing(mounted)
+
+
+def _wrap_async(
+    mounted: httpx.AsyncBaseTransport | None, main: AsyncRetryTransport
+) -> httpx.AsyncBaseTransport | None:
+    if mounted is None or isinstance(mounted, AsyncRetryTransport):
+        return mounted
+    return main._sharing(mounted)

@@ -1,0 +1,300 @@
+"""The retry engine shared by the sync and async transports.
+
+A transport sends the first attempt itself and looks at the result with
+:meth:`RetryCore.first_attempt_is_final`, which costs a set lookup.  Only when
+that attempt failed does it create a :class:`Call`, which keeps the state of
+the retries and asks the decision core (:mod:`._decision`) what to do.  The
+sync and async loops differ only in how they send, read and sleep.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import httpx
+import tenacity
+
+from . import _testing_state
+from ._budget import RetryBudget
+from ._context import outer_layer
+from ._decision import (
+    IDEMPOTENCY_HEADER,
+    Decision,
+    Verdict,
+    decide,
+    is_keyed,
+    judge_error,
+    judge_response,
+)
+from ._idempotency import Idempotency
+from ._outcome import (
+    DEFAULT_RESOURCE_ID_HEADER,
+    RECORD_KEY,
+    Counters,
+    OnRetry,
+    Record,
+    RetryEvent,
+    attach,
+    log_retry,
+)
+from ._policy import NO_RETRY, RetryPolicy
+
+__all__ = ["RETRY_KEY", "Call", "RetryCore", "preload_body", "resolve_policy"]
+
+RETRY_KEY = "retry"
+# Set by Client/AsyncClient around a non-streamed send: the transport reads the
+# body inside its retry loop, so that a failure mid-body is retried (rule 8).
+preload_body: ContextVar[bool] = ContextVar("reliable_client_preload", default=False)
+
+# tenacity wants a retrying object in its call state; none of ours uses it.
+_RETRYING = tenacity.Retrying()
+
+
+def resolve_policy(value: object, where: str) -> RetryPolicy:
+    """A ``retry=`` value as a policy: a RetryPolicy, or False for no retries."""
+    if isinstance(value, RetryPolicy):
+        return value
+    if value is False:
+        return NO_RETRY
+    raise TypeError(
+        f"{where} must be a RetryPolicy or False, got {type(value).__name__}"
+    )
+
+
+class RetryCore:
+    """Configuration and bookkeeping shared by a transport's calls."""
+
+    def __init__(
+        self,
+        *,
+        retry: RetryPolicy | bool,
+        budget: RetryBudget | None,
+        idempotency: Idempotency | None,
+        on_retry: OnRetry | None,
+        clock: Callable[[], float] | None,
+        owner: str,
+    ) -> None:
+        self.policy = resolve_policy(
+            RetryPolicy() if retry is True else retry, f"{owner}(retry=...)"
+        )
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise TypeError(
+                f"{owner}(budget=...) must be a RetryBudget or None, "
+                f"got {type(budget).__name__}"
+            )
+        if idempotency is not None and not isinstance(idempotency, Idempotency):
+            raise TypeError(
+                f"{owner}(idempotency=...) must be an Idempotency or None, "
+                f"got {type(idempotency).__name__}"
+            )
+        if on_retry is not None and not callable(on_retry):
+            raise TypeError(f"{owner}(on_retry=...) must be callable")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"{owner}(clock=...) must be callable")
+        self.budget = budget if budget is not None else RetryBudget()
+        self.idempotency = idempotency
+        self.on_retry = on_retry
+        self.clock = clock or time.monotonic
+        self.counters = Counters()
+        self.key_header = idempotency.header if idempotency else IDEMPOTENCY_HEADER
+        self.resource_id_header = (
+            idempotency.resource_id_header
+            if idempotency
+            else DEFAULT_RESOURCE_ID_HEADER
+        )
+        # The record of a call that succeeded at once: shared, never copied.
+        self.first_try = Record(1, (), None, self.key_header, self.resource_id_header)
+
+    def prepare(self, request: httpx.Request) -> RetryPolicy:
+        """Ready ``request`` for its first attempt; return the policy to use."""
+        extensions = request.extensions
+        policy = self.policy
+        if RETRY_KEY in extensions:
+            policy = resolve_policy(extensions[RETRY_KEY], 'extensions["retry"]')
+        if outer_layer.get() is not None:
+            # An enclosing @retry owns the retries of this call.
+            policy = NO_RETRY
+        elif _testing_state._current is not None:
+            capped = _testing_state.cap_attempts(policy.max_attempts)
+            if capped != policy.max_attempts:
+                policy = policy.replace(max_attempts=capped)
+        idempotency = self.idempotency
+        if idempotency is not None and request.method in idempotency._methods:
+            idempotency.apply(request)
+        self.counters.count_call()
+        self.budget.deposit(request.url.host)
+        if policy.deadline is not None:
+            _cap_timeouts(request, policy.deadline)
+        return policy
+
+    def first_attempt_is_final(
+        self, response: httpx.Response, policy: RetryPolicy
+    ) -> bool:
+        status = response.status_code
+        return policy.max_attempts == 1 or (
+            status not in policy._statuses and status != 409
+        )
+
+    def finish_first(self, response: httpx.Response) -> httpx.Response:
+        response.extensions[RECORD_KEY] = self.first_try
+        return response
+
+
+class Call:
+    """The retry state of one call, made after its first attempt failed."""
+
+    __slots__ = (
+        "core",
+        "gave_up",
+        "keyed",
+        "policy",
+        "request",
+        "retries",
+        "started",
+        "state",
+        "stopped_by",
+    )
+
+    def __init__(
+        self,
+        core: RetryCore,
+        request: httpx.Request,
+        policy: RetryPolicy,
+        started: float,
+    ) -> None:
+        self.core = core
+        self.request = request
+        self.policy = policy
+        self.started = started
+        self.keyed = is_keyed(request, core.key_header)
+        self.retries: list[str] = []
+        self.stopped_by: str | None = None
+        self.gave_up = False
+        state = tenacity.RetryCallState(_RETRYING, None, (), {})
+        state.start_time = started
+        self.state = state
+
+    @property
+    def attempts(self) -> int:
+        return self.state.attempt_number
+
+    def after_response(self, response: httpx.Response) -> float | None:
+        """Seconds to sleep before retrying, or ``None`` to return ``response``."""
+        verdict = judge_response(
+            self.request, response, self.policy, keyed=self.keyed, now=time.time()
+        )
+        if not verdict.retryable and verdict.blocked_by is None:
+            return None
+        self._set_outcome(response, failed=False)
+        delay = self._decide(verdict, response=response)
+        if delay is not None:
+            response.close()
+        return delay
+
+    def after_error(self, exc: Exception) -> float | None:
+        """Seconds to sleep before retrying, or ``None`` to raise ``exc``."""
+        verdict = judge_error(self.request, exc, self.policy, keyed=self.keyed)
+        if not verdict.retryable and verdict.blocked_by is None:
+            return None
+        self._set_outcome(exc, failed=True)
+        return self._decide(verdict, exception=exc)
+
+    def _set_outcome(self, value: Any, *, failed: bool) -> None:
+        state = self.state
+        future = tenacity.Future(state.attempt_number)
+        if failed:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+        state.outcome = future
+        state.outcome_timestamp = self.core.clock()
+
+    def _decide(
+        self,
+        verdict: Verdict,
+        *,
+        response: httpx.Response | None = None,
+        exception: BaseException | None = None,
+    ) -> float | None:
+        core = self.core
+        state = self.state
+        elapsed = (state.outcome_timestamp or self.started) - self.started
+        host = self.request.url.host
+        decision: Decision = decide(
+            verdict,
+            self.policy,
+            state,
+            elapsed=elapsed,
+            spend_budget=lambda: core.budget.try_spend(host),
+        )
+        self.stopped_by = decision.stopped_by
+        # Stopping here (out of attempts, or stopped early) ends the call on a
+        # failure that a retry might have cured.
+        self.gave_up = decision.delay is None
+        if decision.delay is not None or decision.stopped_by in _REPORTED_STOPS:
+            event = RetryEvent(
+                request=self.request,
+                attempt=state.attempt_number,
+                reason=verdict.reason,
+                sleep=decision.delay,
+                stopped_by=decision.stopped_by,
+                response=response,
+                exception=exception,
+            )
+            log_retry(event)
+            if core.on_retry is not None:
+                core.on_retry(event)
+        if decision.delay is None:
+            return None
+        self.retries.append(verdict.reason)
+        state.upcoming_sleep = decision.delay
+        state.idle_for += decision.delay
+        return decision.delay
+
+    def next_attempt(self) -> None:
+        """Book the attempt about to be sent."""
+        state = self.state
+        state.prepare_for_next_attempt()
+        self.core.counters.count_retry()
+        deadline = self.policy.deadline
+        if deadline is not None:
+            left = deadline - (self.core.clock() - self.started)
+            _cap_timeouts(self.request, max(left, 0.001))
+
+    def finish(self, target: httpx.Response | BaseException) -> None:
+        """Attach the record to what the caller gets, and count the ending."""
+        core = self.core
+        core.counters.count_end(
+            gave_up=self.gave_up, refused=self.stopped_by == "budget"
+        )
+        if self.gave_up:
+            core.budget.record_gave_up()
+        attach(
+            target,
+            Record(
+                self.state.attempt_number,
+                tuple(self.retries),
+                self.stopped_by,
+                core.key_header,
+                core.resource_id_header,
+            ),
+        )
+
+
+_REPORTED_STOPS = frozenset(
+    {"budget", "deadline", "retry_after", "stop", "body_not_replayable"}
+)
+
+
+def _cap_timeouts(request: httpx.Request, left: float) -> None:
+    timeouts = request.extensions.get("timeout") or {}
+    capped = {
+        name: left if value is None else min(value, left)
+        for name, value in timeouts.items()
+    }
+    for name in ("connect", "read", "write", "pool"):
+        capped.setdefault(name, left)
+    request.extensions = {**request.extensions, "timeout": capped}

@@ -1,0 +1,142 @@
+"""Idempotency keys and client-generated resource ids for mutating requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ._context import outer_layer
+from ._uuid7 import uuid7_str
+from ._validation import check_methods, check_token
+
+__all__ = ["Idempotency"]
+
+_OWNER = "Idempotency"
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """Which requests get an Idempotency-Key and a client-generated resource id.
+
+    Every request whose method is in ``methods`` gets a fresh key and a fresh
+    resource id (both UUIDv7 by default), set before the first attempt and
+    therefore the same on every retry of that call.  A value the caller set
+    (the header, or the body field) is never replaced; when the caller set the
+    resource id in only one of the header and the field, that value is used for
+    the other.
+
+    Args:
+        header: the key's header name (default ``"Idempotency-Key"``).
+        methods: methods that get keys (default POST and PATCH).
+        key_factory: makes a key and an id (default: UUIDv7 as a string).  Swap
+            it for a server that wants another format, such as
+            ``lambda: str(uuid.uuid4())``.
+        resource_id_header: the resource id's header name (default
+            ``"X-Client-Resource-Id"``), or ``None`` for no header.
+        resource_id_field: a field to set in a JSON object body when absent
+            (e.g. ``"id"``), or ``None`` (default) to leave bodies alone.
+    """
+
+    header: str = "Idempotency-Key"
+    methods: Iterable[str] = frozenset({"POST", "PATCH"})
+    key_factory: Callable[[], str] = field(default=uuid7_str, repr=False)
+    resource_id_header: str | None = "X-Client-Resource-Id"
+    resource_id_field: str | None = None
+
+    _methods: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_token(_OWNER, "header", self.header)
+        methods = check_methods(_OWNER, "methods", self.methods)
+        object.__setattr__(self, "methods", methods)
+        object.__setattr__(self, "_methods", methods)
+        if not callable(self.key_factory):
+            raise TypeError(
+                f"{_OWNER}.key_factory must be a callable returning str, "
+                f"got {type(self.key_factory).__name__}"
+            )
+        if self.resource_id_header is not None:
+            check_token(_OWNER, "resource_id_header", self.resource_id_header)
+        if self.resource_id_field is not None and (
+            not isinstance(self.resource_id_field, str) or not self.resource_id_field
+        ):
+            raise TypeError(
+                f"{_OWNER}.resource_id_field must be a non-empty str or None, "
+                f"got {self.resource_id_field!r}"
+            )
+
+    def applies_to(self, request: httpx.Request) -> bool:
+        return request.method in self._methods
+
+    def _make(self, what: str) -> str:
+        value = self.key_factory()
+        if not isinstance(value, str) or not value:
+            raise TypeError(
+                f"{_OWNER}.key_factory must return a non-empty str for the {what}, "
+                f"got {value!r}"
+            )
+        return value
+
+    def apply(self, request: httpx.Request) -> None:
+        """Give ``request`` its key and resource id, keeping the caller's."""
+        headers = request.headers
+        key = headers.get(self.header)
+        rid_header = self.resource_id_header
+        rid = headers.get(rid_header) if rid_header is not None else None
+        body: dict[str, Any] | None = None
+        if self.resource_id_field is not None:
+            body = _json_object(request)
+            if body is not None and rid is None:
+                value = body.get(self.resource_id_field)
+                if isinstance(value, str) and value:
+                    rid = value
+        if key is None or rid is None:
+            layer = outer_layer.get()
+            if layer is not None:
+                # Inside @retry: the k-th keyed request of every attempt reuses
+                # the pair of the k-th keyed request of the first attempt.
+                pair = layer.journal.next_pair()
+                if pair is None:
+                    pair = (key or self._make("key"), rid or self._make("resource id"))
+                    layer.journal.record(pair)
+                key, rid = key or pair[0], rid or pair[1]
+            else:
+                key = key or self._make("key")
+                rid = rid or self._make("resource id")
+        if self.header not in headers:
+            headers[self.header] = key
+        if rid_header is not None and rid_header not in headers:
+            headers[rid_header] = rid
+        field_name = self.resource_id_field
+        if body is not None and field_name is not None and field_name not in body:
+            body[field_name] = rid
+            _replace_json_body(request, body)
+
+
+def _json_object(request: httpx.Request) -> dict[str, Any] | None:
+    if not isinstance(request.stream, httpx.ByteStream):
+        return None
+    content_type = request.headers.get("Content-Type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        return None
+    try:
+        data = json.loads(request.content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _replace_json_body(request: httpx.Request, body: dict[str, Any]) -> None:
+    # Same encoding as httpx's json= (compact, UTF-8), so servers see no change
+    # beyond the added field.
+    content = json.dumps(
+        body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+    request.stream = httpx.ByteStream(content)
+    request._content = content
+    request.headers["Content-Length"] = str(len(content))

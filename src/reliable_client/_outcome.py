@@ -1,0 +1,261 @@
+"""What a call did: the outcome record, retry events, counters and logging."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from ._decision import IDEMPOTENCY_HEADER, REPLAYED_HEADER
+
+__all__ = [
+    "ClientStats",
+    "Counters",
+    "Outcome",
+    "RetryEvent",
+    "logger",
+    "outcome",
+    "safe_url",
+]
+
+logger = logging.getLogger("reliable_client")
+
+RECORD_KEY = "reliable_client.record"
+_RECORD_ATTR = "_reliable_client_record"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a call ended: read it with :func:`reliable_client.outcome`."""
+
+    attempts: int
+    """Requests sent for this call, the first included."""
+    retries: tuple[str, ...]
+    """Why each retry happened, in order ("status 503", "ReadTimeout", ...)."""
+    idempotency_key: str | None
+    """The Idempotency-Key the request carried, if any."""
+    resource_id: str | None
+    """The client-generated resource id the request carried, if any."""
+    already_existed: bool
+    """A 303 See Other answered a keyed create: the resource existed already."""
+    replayed: bool
+    """The server replayed a stored result (``Idempotent-Replayed: true``)."""
+    stopped_by: str | None
+    """Why retrying ended early: ``None`` if it did not, else one of
+    "budget", "deadline", "retry_after", "stop", "not_idempotent",
+    "body_not_replayable"."""
+
+
+class Record:
+    """The part of an outcome that cannot be read off the request and response."""
+
+    __slots__ = (
+        "attempts",
+        "key_header",
+        "resource_id_header",
+        "retries",
+        "stopped_by",
+    )
+
+    def __init__(
+        self,
+        attempts: int,
+        retries: tuple[str, ...],
+        stopped_by: str | None,
+        key_header: str,
+        resource_id_header: str | None,
+    ) -> None:
+        self.attempts = attempts
+        self.retries = retries
+        self.stopped_by = stopped_by
+        self.key_header = key_header
+        self.resource_id_header = resource_id_header
+
+
+DEFAULT_RESOURCE_ID_HEADER = "X-Client-Resource-Id"
+_NO_RECORD = Record(1, (), None, IDEMPOTENCY_HEADER, DEFAULT_RESOURCE_ID_HEADER)
+
+
+def attach(target: httpx.Response | BaseException, record: Record) -> None:
+    if isinstance(target, httpx.Response):
+        target.extensions[RECORD_KEY] = record
+        return
+    setattr(target, _RECORD_ATTR, record)
+    if record.retries and hasattr(target, "add_note"):
+        target.add_note(
+            f"reliable_client: {record.attempts} attempts; retried after "
+            f"{', '.join(record.retries)}"
+            + (f"; stopped by {record.stopped_by}" if record.stopped_by else "")
+        )
+
+
+def outcome(result: httpx.Response | BaseException) -> Outcome:
+    """The outcome record of a call, from the response it returned or the
+    exception it raised (an ``httpx.HTTPStatusError`` from
+    ``raise_for_status()`` included).
+
+    A response or error that did not come through reliable_client reads as one
+    attempt without retries.
+    """
+    request: httpx.Request | None = None
+    response: httpx.Response | None = None
+    record: Record | None = None
+    if isinstance(result, httpx.Response):
+        response = result
+    elif isinstance(result, httpx.HTTPStatusError):
+        response = result.response
+        record = getattr(result, _RECORD_ATTR, None)
+    elif isinstance(result, BaseException):
+        record = getattr(result, _RECORD_ATTR, None)
+        if isinstance(result, httpx.RequestError):
+            try:
+                request = result.request
+            except RuntimeError:
+                request = None
+    else:
+        raise TypeError(
+            "outcome() takes an httpx.Response or an exception, "
+            f"got {type(result).__name__}"
+        )
+    if response is not None:
+        record = record or response.extensions.get(RECORD_KEY)
+        try:
+            request = response.request
+        except RuntimeError:
+            request = None
+    record = record or _NO_RECORD
+    key = rid = None
+    if request is not None:
+        key = request.headers.get(record.key_header)
+        if record.resource_id_header is not None:
+            rid = request.headers.get(record.resource_id_header)
+    keyed = key is not None
+    return Outcome(
+        attempts=record.attempts,
+        retries=record.retries,
+        idempotency_key=key,
+        resource_id=rid,
+        already_existed=keyed and response is not None and response.status_code == 303,
+        replayed=response is not None
+        and response.headers.get(REPLAYED_HEADER, "").lower() == "true",
+        stopped_by=record.stopped_by,
+    )
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """Passed to ``on_retry`` before each retry, and when retrying is stopped
+    early (by the budget, the deadline or a long Retry-After)."""
+
+    request: httpx.Request
+    attempt: int
+    """Attempts made so far."""
+    reason: str
+    """Why the last attempt is worth retrying ("status 503", "ReadTimeout")."""
+    sleep: float | None
+    """Seconds until the next attempt, or ``None`` when stopped."""
+    stopped_by: str | None
+    """Why no retry follows ("budget", "deadline", ...), else ``None``."""
+    response: httpx.Response | None = None
+    exception: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The request URL without user info, query or fragment."""
+        return safe_url(self.request.url)
+
+
+OnRetry = Callable[[RetryEvent], object]
+
+
+def safe_url(url: httpx.URL) -> str:
+    """scheme://host[:port]/path: what may be logged (no query, no user info)."""
+    port = f":{url.port}" if url.port is not None else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}"
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """A snapshot of a client's (or transport's) counters."""
+
+    calls: int
+    """Calls made (a call may send several requests)."""
+    attempts: int
+    """Requests sent, retries included."""
+    retries: int
+    """Retries sent."""
+    refused_by_budget: int
+    """Retries the budget refused."""
+    gave_up: int
+    """Calls that ended on a retryable failure: out of attempts, or stopped."""
+
+
+class Counters:
+    """Thread-safe counters behind :class:`ClientStats`."""
+
+    __slots__ = (
+        "_lock",
+        "attempts",
+        "calls",
+        "gave_up",
+        "refused_by_budget",
+        "retries",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.attempts = 0
+        self.retries = 0
+        self.refused_by_budget = 0
+        self.gave_up = 0
+
+    def count_call(self) -> None:
+        with self._lock:
+            self.calls += 1
+            self.attempts += 1
+
+    def count_retry(self) -> None:
+        with self._lock:
+            self.attempts += 1
+            self.retries += 1
+
+    def count_end(self, *, gave_up: bool, refused: bool) -> None:
+        with self._lock:
+            self.gave_up += gave_up
+            self.refused_by_budget += refused
+
+    def snapshot(self) -> ClientStats:
+        with self._lock:
+            return ClientStats(
+                calls=self.calls,
+                attempts=self.attempts,
+                retries=self.retries,
+                refused_by_budget=self.refused_by_budget,
+                gave_up=self.gave_up,
+            )
+
+
+def log_retry(event: RetryEvent) -> None:
+    if event.stopped_by is None:
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "retrying %s %s after %s (attempt %d), sleeping %.3fs",
+                event.request.method,
+                event.url,
+                event.reason,
+                event.attempt,
+                event.sleep or 0.0,
+            )
+    elif logger.isEnabledFor(logging.WARNING):
+        logger.warning(
+            "not retrying %s %s after %s (attempt %d): stopped by %s",
+            event.request.method,
+            event.url,
+            event.reason,
+            event.attempt,
+            event.stopped_by,
+        )

@@ -1,0 +1,306 @@
+"""RetryTransport and AsyncRetryTransport: retries around any httpx transport."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import httpx
+
+from . import _testing_state
+from ._budget import RetryBudget
+from ._core import Call, RetryCore, preload_body
+from ._idempotency import Idempotency
+from ._outcome import ClientStats, OnRetry
+from ._policy import RetryPolicy
+
+__all__ = ["AsyncRetryTransport", "RetryTransport"]
+
+_DEFAULT_IDEMPOTENCY = Idempotency()
+
+
+class _RetryTransportBase:
+    """What both transports share: configuration, counters and the engine."""
+
+    _core: RetryCore
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The default policy of this transport."""
+        return self._core.policy
+
+    @property
+    def budget(self) -> RetryBudget:
+        """The retry budget this transport spends from."""
+        return self._core.budget
+
+    @property
+    def idempotency(self) -> Idempotency | None:
+        return self._core.idempotency
+
+    @property
+    def stats(self) -> ClientStats:
+        """A snapshot of this transport's counters."""
+        return self._core.counters.snapshot()
+
+
+class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
+    """Wraps an ``httpx.BaseTransport`` and retries what is safe to retry.
+
+    Usable with a plain ``httpx.Client(transport=RetryTransport(...))``.  A
+    request can override the policy with ``extensions={"retry": policy}`` (or
+    ``False``).  Sees responses up to their headers; ``reliable_client.Client``
+    also retries failures while reading a body.
+
+    Args:
+        transport: the transport to wrap (default ``httpx.HTTPTransport()``).
+        retry: the default :class:`RetryPolicy`, or ``False`` for no retries.
+        budget: a :class:`RetryBudget` to spend retries from (default: a new
+            one for this transport); share one object between transports to
+            share the limit.
+        idempotency: which requests get keys and ids (:class:`Idempotency`),
+            or ``None`` for none.
+        on_retry: called with a :class:`RetryEvent` before each retry and when
+            retrying is stopped early.
+        clock: monotonic seconds, for deadlines (default ``time.monotonic``).
+        sleep: sleeps the given seconds (default ``time.sleep``).
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        retry: RetryPolicy | bool = RetryPolicy(),  # noqa: B008 - immutable
+        budget: RetryBudget | None = None,
+        idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
+        on_retry: OnRetry | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if transport is None:
+            transport = httpx.HTTPTransport()
+        elif not isinstance(transport, httpx.BaseTransport):
+            raise TypeError(
+                "RetryTransport(transport=...) must be an httpx.BaseTransport, "
+                f"got {type(transport).__name__}"
+            )
+        self._transport = transport
+        self._core = RetryCore(
+            retry=retry,
+            budget=budget,
+            idempotency=idempotency,
+            on_retry=on_retry,
+            clock=clock,
+            owner="RetryTransport",
+        )
+        self._sleep = sleep or time.sleep
+
+    @property
+    def transport(self) -> httpx.BaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    def _sharing(self, transport: httpx.BaseTransport) -> RetryTransport:
+        """A wrapper of ``transport`` that shares this one's engine and counters
+        (for a client's mounted transports)."""
+        twin = object.__new__(RetryTransport)
+        twin._transport = transport
+        twin._core = self._core
+        twin._sleep = self._sleep
+        return twin
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        core = self._core
+        policy = core.prepare(request)
+        started = core.clock()
+        response: httpx.Response | None = None
+        error: Exception | None = None
+        try:
+            response = self._transport.handle_request(request)
+            if core.first_attempt_is_final(response, policy):
+                if policy.max_attempts > 1 and preload_body.get():
+                    _preload(response)
+                return core.finish_first(response)
+        except Exception as exc:
+            if policy.max_attempts == 1:
+                raise
+            error = exc
+        return self._retry(
+            request, Call(core, request, policy, started), response, error
+        )
+
+    def _retry(
+        self,
+        request: httpx.Request,
+        call: Call,
+        response: httpx.Response | None,
+        error: Exception | None,
+    ) -> httpx.Response:
+        preload = preload_body.get()
+        while True:
+            if error is None:
+                assert response is not None
+                delay = call.after_response(response)
+                if delay is None:
+                    try:
+                        if preload:
+                            _preload(response)
+                    except Exception as exc:
+                        error = exc
+                        continue
+                    call.finish(response)
+                    return response
+            else:
+                delay = call.after_error(error)
+                if delay is None:
+                    call.finish(error)
+                    raise error
+            if not _testing_state.intercept(delay):
+                self._sleep(delay)
+            call.next_attempt()
+            response = error = None
+            try:
+                response = self._transport.handle_request(request)
+            except Exception as exc:
+                error = exc
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
+    """Wraps an ``httpx.AsyncBaseTransport``; see :class:`RetryTransport`.
+
+    ``sleep`` is an async function (default ``anyio.sleep``, which never blocks
+    the event loop and works under asyncio and trio).
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        retry: RetryPolicy | bool = RetryPolicy(),  # noqa: B008 - immutable
+        budget: RetryBudget | None = None,
+        idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
+        on_retry: OnRetry | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport()
+        elif not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(
+                "AsyncRetryTransport(transport=...) must be an "
+                f"httpx.AsyncBaseTransport, got {type(transport).__name__}"
+            )
+        self._transport = transport
+        self._core = RetryCore(
+            retry=retry,
+            budget=budget,
+            idempotency=idempotency,
+            on_retry=on_retry,
+            clock=clock,
+            owner="AsyncRetryTransport",
+        )
+        self._sleep = sleep or anyio.sleep
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    def _sharing(self, transport: httpx.AsyncBaseTransport) -> AsyncRetryTransport:
+        """A wrapper of ``transport`` that shares this one's engine and counters
+        (for a client's mounted transports)."""
+        twin = object.__new__(AsyncRetryTransport)
+        twin._transport = transport
+        twin._core = self._core
+        twin._sleep = self._sleep
+        return twin
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core = self._core
+        policy = core.prepare(request)
+        started = core.clock()
+        response: httpx.Response | None = None
+        error: Exception | None = None
+        try:
+            response = await self._transport.handle_async_request(request)
+            if core.first_attempt_is_final(response, policy):
+                if policy.max_attempts > 1 and preload_body.get():
+                    await _apreload(response)
+                return core.finish_first(response)
+        except Exception as exc:
+            if policy.max_attempts == 1:
+                raise
+            error = exc
+        return await self._retry(
+            request, Call(core, request, policy, started), response, error
+        )
+
+    async def _retry(
+        self,
+        request: httpx.Request,
+        call: Call,
+        response: httpx.Response | None,
+        error: Exception | None,
+    ) -> httpx.Response:
+        preload = preload_body.get()
+        while True:
+            if error is None:
+                assert response is not None
+                delay = call.after_response(response)
+                if delay is None:
+                    try:
+                        if preload:
+                            await _apreload(response)
+                    except Exception as exc:
+                        error = exc
+                        continue
+                    call.finish(response)
+                    return response
+            else:
+                delay = call.after_error(error)
+                if delay is None:
+                    call.finish(error)
+                    raise error
+            if _testing_state.intercept(delay):
+                await anyio.sleep(0)  # still a checkpoint for cancellation
+            else:
+                await self._sleep(delay)
+            call.next_attempt()
+            response = error = None
+            try:
+                response = await self._transport.handle_async_request(request)
+            except Exception as exc:
+                error = exc
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def _preload(response: httpx.Response) -> None:
+    """Read the raw body into memory, so that a failure mid-body happens here,
+    inside the retry loop.  The client then decodes it as usual."""
+    stream = response.stream
+    if isinstance(stream, httpx.ByteStream):
+        return  # already in memory
+    assert isinstance(stream, httpx.SyncByteStream)
+    try:
+        content = b"".join(stream)
+    finally:
+        stream.close()
+    response.stream = httpx.ByteStream(content)
+
+
+async def _apreload(response: httpx.Response) -> None:
+    stream = response.stream
+    if isinstance(stream, httpx.ByteStream):
+        return
+    assert isinstance(stream, httpx.AsyncByteStream)
+    try:
+        content = b"".join([chunk async for chunk in stream])
+    finally:
+        await stream.aclose()
+    response.stream = httpx.ByteStream(content)

@@ -1,0 +1,108 @@
+"""UUIDv7 generation that is thread-safe, fork-safe and never runs ahead of the clock.
+
+Layout (RFC 9562, section 6.2, method 1 "fixed-length dedicated counter"):
+
+    48 bits  unix_ts_ms
+     4 bits  version (7)
+    12 bits  counter, high part      (rand_a)
+     2 bits  variant (0b10)
+    30 bits  counter, low part       (rand_b, high)
+    32 bits  fresh random per UUID    (rand_b, low)
+
+The 42-bit counter is re-seeded with random bits (its top bit clear, leaving
+room to count) whenever the millisecond changes, and incremented within one
+millisecond.  The timestamp therefore follows the real clock at any rate of
+calls; it only moves ahead when 2**41 UUIDs share one millisecond, which does
+not happen.  The random tail keeps two processes that forked from one state
+apart even before the child re-seeds.
+
+The uuid6 package's ``uuid7()`` instead pushes the timestamp 1 ms forward for
+every call inside one millisecond, so at high rates its keys drift seconds into
+the future; it is also documented as not thread-safe.  From uuid6 we take only
+its ``UUID`` class, which reads a v7 timestamp back.  Python 3.14's
+``uuid.uuid7`` uses a counter method like this module's, and is used there.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import threading
+import time
+import uuid
+
+if sys.version_info < (3, 14):
+    import uuid6
+
+__all__ = ["uuid7", "uuid7_str"]
+
+_COUNTER_BITS = 42
+_COUNTER_MAX = (1 << _COUNTER_BITS) - 1
+_COUNTER_SEED_BITS = _COUNTER_BITS - 1
+
+_lock = threading.Lock()
+_last_ms = -1
+_counter = 0
+
+
+def _reset_after_fork() -> None:
+    # A child must not continue its parent's counter: both would emit the same
+    # timestamp and counter.  A fresh lock too, in case the parent held it.
+    global _lock, _last_ms, _counter
+    _lock = threading.Lock()
+    _last_ms = -1
+    _counter = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _next_fields() -> tuple[int, int]:
+    global _last_ms, _counter
+    now_ms = time.time_ns() // 1_000_000
+    with _lock:
+        if now_ms > _last_ms:
+            _last_ms = now_ms
+            _counter = secrets.randbits(_COUNTER_SEED_BITS)
+        else:
+            # Same millisecond, or the wall clock stepped back: keep the last
+            # timestamp and count, so the order stays monotonic.
+            _counter += 1
+            if _counter > _COUNTER_MAX:
+                _last_ms += 1
+                _counter = secrets.randbits(_COUNTER_SEED_BITS)
+        return _last_ms, _counter
+
+
+def _uuid7_counter() -> uuid.UUID:
+    unix_ts_ms, counter = _next_fields()
+    value = (unix_ts_ms & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version
+    value |= (counter >> 30) << 64  # rand_a: counter's high 12 bits
+    value |= 0b10 << 62  # variant
+    value |= (counter & 0x3FFF_FFFF) << 32  # counter's low 30 bits
+    value |= secrets.randbits(32)
+    # uuid6.UUID reads a v7 timestamp back through ``.time`` (milliseconds),
+    # which the stdlib UUID of Python < 3.14 cannot.
+    return uuid6.UUID(int=value)
+
+
+if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
+    _stdlib_uuid7 = uuid.uuid7  # type: ignore[attr-defined]
+    _stdlib_lock = threading.Lock()
+
+    def uuid7() -> uuid.UUID:
+        """Return a new UUIDv7 (stdlib generator, guarded by a lock)."""
+        with _stdlib_lock:
+            result: uuid.UUID = _stdlib_uuid7()
+        return result
+
+else:
+    uuid7 = _uuid7_counter
+
+
+def uuid7_str() -> str:
+    """Return a new UUIDv7 as its canonical 36-character string."""
+    return str(uuid7())

@@ -1,0 +1,57 @@
+"""Support for users' own test suites: retries without real sleeps.
+
+    from reliable_client import testing
+
+    def test_checkout_retries(httpserver):
+        with testing.testing_mode(attempts=2) as mode:
+            ...                        # code under test that uses reliable_client
+        assert mode.sleeps == [...]    # what the retries would have slept
+
+While testing mode is on (process-wide, like stamina's), every retry of every
+client, transport and decorator sleeps zero time and its delay is recorded;
+with ``attempts=N`` no call makes more than N attempts.  Backoff stays
+observable: inject ``RetryPolicy(random=random.Random(0).random)`` to make the
+recorded delays exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ._testing_state import TestingMode, activate, current
+from ._validation import check_int
+
+__all__ = ["TestingMode", "is_testing", "set_testing", "testing_mode"]
+
+
+def set_testing(on: bool, *, attempts: int | None = None) -> TestingMode | None:
+    """Turn testing mode on (``attempts`` caps attempts per call) or off.
+
+    Returns the new mode object when turned on, else ``None``.
+    """
+    if not isinstance(on, bool):
+        raise TypeError(f"set_testing(on=...) must be a bool, got {type(on).__name__}")
+    if attempts is not None:
+        check_int("testing", "attempts", attempts, minimum=1)
+    mode = TestingMode(attempts) if on else None
+    activate(mode)
+    return mode
+
+
+def is_testing() -> bool:
+    """Whether testing mode is on."""
+    return current() is not None
+
+
+@contextmanager
+def testing_mode(*, attempts: int | None = None) -> Iterator[TestingMode]:
+    """Testing mode for the ``with`` block; the previous mode is restored after."""
+    if attempts is not None:
+        check_int("testing", "attempts", attempts, minimum=1)
+    mode = TestingMode(attempts)
+    previous = activate(mode)
+    try:
+        yield mode
+    finally:
+        activate(previous)
