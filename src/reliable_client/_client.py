@@ -22,7 +22,7 @@ from httpx._types import (
 )
 
 from ._budget import RetryBudget
-from ._core import RETRY_KEY, RetryCore, preload_body, resolve_policy
+from ._core import RETRY_KEY, RetryCore, client_send, resolve_policy
 from ._idempotency import Idempotency
 from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
@@ -101,24 +101,29 @@ class Client(_RetryClientMixin, httpx.Client):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        transport = self._transport
-        if isinstance(transport, RetryTransport):
-            # Already retrying: wrapping it again would multiply attempts.
-            wrapper = transport
-        else:
-            wrapper = RetryTransport(
-                transport,
-                retry=retry,
-                budget=budget,
-                idempotency=idempotency,
-                on_retry=on_retry,
-            )
-            self._transport = wrapper
-        self._retry_core = wrapper._core
-        self._mounts = {
-            pattern: _wrap_sync(mounted, wrapper)
-            for pattern, mounted in self._mounts.items()
-        }
+        # httpx's own transports and mounts stay as they are (their tests look
+        # at them); each is wrapped, once, when a send picks it.
+        self._retry_core = RetryCore(
+            retry=retry,
+            budget=budget,
+            idempotency=idempotency,
+            on_retry=on_retry,
+            clock=None,
+            owner="Client",
+        )
+        self._retrying: dict[int, RetryTransport] = {}
+
+    def _transport_for_url(self, url: URL) -> httpx.BaseTransport:
+        transport = super()._transport_for_url(url)
+        if client_send.get() is None or isinstance(transport, RetryTransport):
+            # Not one of our sends, or retrying already: wrapping it again
+            # would multiply attempts.
+            return transport
+        wrapper = self._retrying.get(id(transport))
+        if wrapper is None:
+            wrapper = RetryTransport._around(transport, self._retry_core)
+            self._retrying[id(transport)] = wrapper
+        return wrapper
 
     def request(
         self,
@@ -209,17 +214,14 @@ class Client(_RetryClientMixin, httpx.Client):
         if retry is not None:
             resolve_policy(retry, "retry=")
             request.extensions = {**request.extensions, RETRY_KEY: retry}
-        if stream:
-            return super().send(
-                request, stream=True, auth=auth, follow_redirects=follow_redirects
-            )
-        token = preload_body.set(True)
+        # Non-streamed bodies are read inside the retry loop (rule 8).
+        token = client_send.set(not stream)
         try:
             return super().send(
-                request, stream=False, auth=auth, follow_redirects=follow_redirects
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
         finally:
-            preload_body.reset(token)
+            client_send.reset(token)
 
     def get(
         self,
@@ -467,24 +469,29 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        transport = self._transport
-        if isinstance(transport, AsyncRetryTransport):
-            # Already retrying: wrapping it again would multiply attempts.
-            wrapper = transport
-        else:
-            wrapper = AsyncRetryTransport(
-                transport,
-                retry=retry,
-                budget=budget,
-                idempotency=idempotency,
-                on_retry=on_retry,
-            )
-            self._transport = wrapper
-        self._retry_core = wrapper._core
-        self._mounts = {
-            pattern: _wrap_async(mounted, wrapper)
-            for pattern, mounted in self._mounts.items()
-        }
+        # httpx's own transports and mounts stay as they are (their tests look
+        # at them); each is wrapped, once, when a send picks it.
+        self._retry_core = RetryCore(
+            retry=retry,
+            budget=budget,
+            idempotency=idempotency,
+            on_retry=on_retry,
+            clock=None,
+            owner="AsyncClient",
+        )
+        self._retrying: dict[int, AsyncRetryTransport] = {}
+
+    def _transport_for_url(self, url: URL) -> httpx.AsyncBaseTransport:
+        transport = super()._transport_for_url(url)
+        if client_send.get() is None or isinstance(transport, AsyncRetryTransport):
+            # Not one of our sends, or retrying already: wrapping it again
+            # would multiply attempts.
+            return transport
+        wrapper = self._retrying.get(id(transport))
+        if wrapper is None:
+            wrapper = AsyncRetryTransport._around(transport, self._retry_core)
+            self._retrying[id(transport)] = wrapper
+        return wrapper
 
     async def request(
         self,
@@ -575,17 +582,14 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         if retry is not None:
             resolve_policy(retry, "retry=")
             request.extensions = {**request.extensions, RETRY_KEY: retry}
-        if stream:
-            return await super().send(
-                request, stream=True, auth=auth, follow_redirects=follow_redirects
-            )
-        token = preload_body.set(True)
+        # Non-streamed bodies are read inside the retry loop (rule 8).
+        token = client_send.set(not stream)
         try:
             return await super().send(
-                request, stream=False, auth=auth, follow_redirects=follow_redirects
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
             )
         finally:
-            preload_body.reset(token)
+            client_send.reset(token)
 
     async def get(
         self,
@@ -799,19 +803,3 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             extensions=extensions,
             retry=retry,
         )
-
-
-def _wrap_sync(
-    mounted: httpx.BaseTransport | None, main: RetryTransport
-) -> httpx.BaseTransport | None:
-    if mounted is None or isinstance(mounted, RetryTransport):
-        return mounted
-    return main._sharing(mounted)
-
-
-def _wrap_async(
-    mounted: httpx.AsyncBaseTransport | None, main: AsyncRetryTransport
-) -> httpx.AsyncBaseTransport | None:
-    if mounted is None or isinstance(mounted, AsyncRetryTransport):
-        return mounted
-    return main._sharing(mounted)

@@ -42,12 +42,13 @@ from ._outcome import (
 )
 from ._policy import NO_RETRY, RetryPolicy
 
-__all__ = ["RETRY_KEY", "Call", "RetryCore", "preload_body", "resolve_policy"]
+__all__ = ["RETRY_KEY", "Call", "RetryCore", "client_send", "resolve_policy"]
 
 RETRY_KEY = "retry"
-# Set by Client/AsyncClient around a non-streamed send: the transport reads the
-# body inside its retry loop, so that a failure mid-body is retried (rule 8).
-preload_body: ContextVar[bool] = ContextVar("reliable_client_preload", default=False)
+# Set by Client/AsyncClient around a send: None outside one; True when the
+# response is not streamed, so that the transport reads the body inside its
+# retry loop and a failure mid-body is retried (rule 8); False when streamed.
+client_send: ContextVar[bool | None] = ContextVar("reliable_client_send", default=None)
 
 # tenacity wants a retrying object in its call state; none of ours uses it.
 _RETRYING = tenacity.Retrying()

@@ -10,7 +10,7 @@ import httpx
 
 from . import _testing_state
 from ._budget import RetryBudget
-from ._core import Call, RetryCore, preload_body
+from ._core import Call, RetryCore, client_send
 from ._idempotency import Idempotency
 from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
@@ -101,14 +101,15 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         """The wrapped transport."""
         return self._transport
 
-    def _sharing(self, transport: httpx.BaseTransport) -> RetryTransport:
-        """A wrapper of ``transport`` that shares this one's engine and counters
-        (for a client's mounted transports)."""
-        twin = object.__new__(RetryTransport)
-        twin._transport = transport
-        twin._core = self._core
-        twin._sleep = self._sleep
-        return twin
+    @classmethod
+    def _around(cls, transport: httpx.BaseTransport, core: RetryCore) -> RetryTransport:
+        """Wrap ``transport`` with an existing engine (a client's, shared by
+        all the transports it mounts)."""
+        wrapper = object.__new__(cls)
+        wrapper._transport = transport
+        wrapper._core = core
+        wrapper._sleep = time.sleep
+        return wrapper
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
@@ -119,7 +120,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         try:
             response = self._transport.handle_request(request)
             if core.first_attempt_is_final(response, policy):
-                if policy.max_attempts > 1 and preload_body.get():
+                if policy.max_attempts > 1 and client_send.get():
                     _preload(response)
                 return core.finish_first(response)
         except Exception as exc:
@@ -137,7 +138,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         response: httpx.Response | None,
         error: Exception | None,
     ) -> httpx.Response:
-        preload = preload_body.get()
+        preload = client_send.get() is True
         while True:
             if error is None:
                 assert response is not None
@@ -210,14 +211,17 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         """The wrapped transport."""
         return self._transport
 
-    def _sharing(self, transport: httpx.AsyncBaseTransport) -> AsyncRetryTransport:
-        """A wrapper of ``transport`` that shares this one's engine and counters
-        (for a client's mounted transports)."""
-        twin = object.__new__(AsyncRetryTransport)
-        twin._transport = transport
-        twin._core = self._core
-        twin._sleep = self._sleep
-        return twin
+    @classmethod
+    def _around(
+        cls, transport: httpx.AsyncBaseTransport, core: RetryCore
+    ) -> AsyncRetryTransport:
+        """Wrap ``transport`` with an existing engine (a client's, shared by
+        all the transports it mounts)."""
+        wrapper = object.__new__(cls)
+        wrapper._transport = transport
+        wrapper._core = core
+        wrapper._sleep = anyio.sleep
+        return wrapper
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
@@ -228,7 +232,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         try:
             response = await self._transport.handle_async_request(request)
             if core.first_attempt_is_final(response, policy):
-                if policy.max_attempts > 1 and preload_body.get():
+                if policy.max_attempts > 1 and client_send.get():
                     await _apreload(response)
                 return core.finish_first(response)
         except Exception as exc:
@@ -246,7 +250,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         response: httpx.Response | None,
         error: Exception | None,
     ) -> httpx.Response:
-        preload = preload_body.get()
+        preload = client_send.get() is True
         while True:
             if error is None:
                 assert response is not None
