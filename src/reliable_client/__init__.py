@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._budget import BudgetStats, RetryBudget
 from ._client import AsyncClient, Client
 from ._decision import RetryIfSafe
+from ._decorator import retry
 from ._exceptions import RetryError
 from ._idempotency import Idempotency
 from ._outcome import ClientStats, Outcome, RetryEvent, outcome
@@ -37,5 +38,6 @@ __all__ = [
     "RetryTransport",
     "__version__",
     "outcome",
+    "retry",
     "uuid7",
 ]

@@ -25,6 +25,8 @@ DECORRELATED_GROWTH = 3.0
 
 def exponential_cap(initial: float, multiplier: float, cap: float, n: int) -> float:
     """``min(cap, initial * multiplier ** (n - 1))`` for retry ``n`` (1-based)."""
+    if initial == 0.0 or multiplier == 1.0:
+        return min(cap, initial)
     try:
         value = initial * multiplier ** (n - 1)
     except OverflowError:

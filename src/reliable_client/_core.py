@@ -111,24 +111,32 @@ class RetryCore:
 
     def prepare(self, request: httpx.Request) -> RetryPolicy:
         """Ready ``request`` for its first attempt; return the policy to use."""
-        extensions = request.extensions
         policy = self.policy
+        extensions = request.extensions
         if RETRY_KEY in extensions:
             policy = resolve_policy(extensions[RETRY_KEY], 'extensions["retry"]')
-        if outer_layer.get() is not None:
-            # An enclosing @retry owns the retries of this call.
-            policy = NO_RETRY
-        elif _testing_state._current is not None:
-            capped = _testing_state.cap_attempts(policy.max_attempts)
-            if capped != policy.max_attempts:
-                policy = policy.replace(max_attempts=capped)
         idempotency = self.idempotency
         if idempotency is not None and request.method in idempotency._methods:
             idempotency.apply(request)
-        self.counters.count_call()
-        self.budget.deposit(request.url.host)
+        if outer_layer.get() is not None:
+            # An enclosing @retry owns the retries (and the budget deposit) of
+            # this call: one attempt here.
+            self.counters.count_call()
+            return NO_RETRY
+        policy = self.begin_call(policy, request.url.host)
         if policy.deadline is not None:
             _cap_timeouts(request, policy.deadline)
+        return policy
+
+    def begin_call(self, policy: RetryPolicy, host: str | None) -> RetryPolicy:
+        """Count a call and its first attempt; return ``policy`` as testing
+        mode allows it."""
+        self.counters.count_call()
+        self.budget.deposit(host)
+        if _testing_state._current is not None:
+            capped = _testing_state.cap_attempts(policy.max_attempts)
+            if capped != policy.max_attempts:
+                policy = policy.replace(max_attempts=capped)
         return policy
 
     def first_attempt_is_final(
@@ -151,6 +159,7 @@ class Call:
         "core",
         "gave_up",
         "keyed",
+        "label",
         "policy",
         "request",
         "retries",
@@ -162,15 +171,18 @@ class Call:
     def __init__(
         self,
         core: RetryCore,
-        request: httpx.Request,
+        request: httpx.Request | None,
         policy: RetryPolicy,
         started: float,
+        *,
+        label: str = "",
     ) -> None:
         self.core = core
         self.request = request
         self.policy = policy
         self.started = started
-        self.keyed = is_keyed(request, core.key_header)
+        self.label = label
+        self.keyed = request is not None and is_keyed(request, core.key_header)
         self.retries: list[str] = []
         self.stopped_by: str | None = None
         self.gave_up = False
@@ -184,6 +196,7 @@ class Call:
 
     def after_response(self, response: httpx.Response) -> float | None:
         """Seconds to sleep before retrying, or ``None`` to return ``response``."""
+        assert self.request is not None
         verdict = judge_response(
             self.request, response, self.policy, keyed=self.keyed, now=time.time()
         )
@@ -197,7 +210,13 @@ class Call:
 
     def after_error(self, exc: Exception) -> float | None:
         """Seconds to sleep before retrying, or ``None`` to raise ``exc``."""
+        assert self.request is not None
         verdict = judge_error(self.request, exc, self.policy, keyed=self.keyed)
+        return self.after_verdict(verdict, exc)
+
+    def after_verdict(self, verdict: Verdict, exc: BaseException) -> float | None:
+        """Like :meth:`after_error`, for an exception already judged (by the
+        decorator, which judges by the request the exception carries)."""
         if not verdict.retryable and verdict.blocked_by is None:
             return None
         self._set_outcome(exc, failed=True)
@@ -223,7 +242,7 @@ class Call:
         core = self.core
         state = self.state
         elapsed = (state.outcome_timestamp or self.started) - self.started
-        host = self.request.url.host
+        host = self.request.url.host if self.request is not None else None
         decision: Decision = decide(
             verdict,
             self.policy,
@@ -237,6 +256,7 @@ class Call:
         self.gave_up = decision.delay is None
         if decision.delay is not None or decision.stopped_by in _REPORTED_STOPS:
             event = RetryEvent(
+                label=self.label,
                 request=self.request,
                 attempt=state.attempt_number,
                 reason=verdict.reason,
@@ -261,7 +281,7 @@ class Call:
         state.prepare_for_next_attempt()
         self.core.counters.count_retry()
         deadline = self.policy.deadline
-        if deadline is not None:
+        if deadline is not None and self.request is not None:
             left = deadline - (self.core.clock() - self.started)
             _cap_timeouts(self.request, max(left, 0.001))
 

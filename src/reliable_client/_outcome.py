@@ -150,7 +150,11 @@ class RetryEvent:
     """Passed to ``on_retry`` before each retry, and when retrying is stopped
     early (by the budget, the deadline or a long Retry-After)."""
 
-    request: httpx.Request
+    label: str
+    """What is retried: "GET http://host/path" (no query), or for the
+    decorator the function's qualified name."""
+    request: httpx.Request | None
+    """The request retried (``None`` for a decorated function's own error)."""
     attempt: int
     """Attempts made so far."""
     reason: str
@@ -162,11 +166,6 @@ class RetryEvent:
     response: httpx.Response | None = None
     exception: BaseException | None = None
 
-    @property
-    def url(self) -> str:
-        """The request URL without user info, query or fragment."""
-        return safe_url(self.request.url)
-
 
 OnRetry = Callable[[RetryEvent], object]
 
@@ -175,6 +174,11 @@ def safe_url(url: httpx.URL) -> str:
     """scheme://host[:port]/path: what may be logged (no query, no user info)."""
     port = f":{url.port}" if url.port is not None else ""
     return f"{url.scheme}://{url.host}{port}{url.path}"
+
+
+def request_label(request: httpx.Request) -> str:
+    """ "METHOD URL", safe to log."""
+    return f"{request.method} {safe_url(request.url)}"
 
 
 @dataclass(frozen=True)
@@ -243,18 +247,16 @@ def log_retry(event: RetryEvent) -> None:
     if event.stopped_by is None:
         if logger.isEnabledFor(logging.INFO):
             logger.info(
-                "retrying %s %s after %s (attempt %d), sleeping %.3fs",
-                event.request.method,
-                event.url,
+                "retrying %s after %s (attempt %d), sleeping %.3fs",
+                event.label,
                 event.reason,
                 event.attempt,
                 event.sleep or 0.0,
             )
     elif logger.isEnabledFor(logging.WARNING):
         logger.warning(
-            "not retrying %s %s after %s (attempt %d): stopped by %s",
-            event.request.method,
-            event.url,
+            "not retrying %s after %s (attempt %d): stopped by %s",
+            event.label,
             event.reason,
             event.attempt,
             event.stopped_by,

@@ -12,7 +12,7 @@ from . import _testing_state
 from ._budget import RetryBudget
 from ._core import Call, RetryCore, client_send
 from ._idempotency import Idempotency
-from ._outcome import ClientStats, OnRetry
+from ._outcome import ClientStats, OnRetry, request_label
 from ._policy import RetryPolicy
 
 __all__ = ["AsyncRetryTransport", "RetryTransport"]
@@ -128,7 +128,10 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
                 raise
             error = exc
         return self._retry(
-            request, Call(core, request, policy, started), response, error
+            request,
+            Call(core, request, policy, started, label=request_label(request)),
+            response,
+            error,
         )
 
     def _retry(
@@ -240,7 +243,10 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
                 raise
             error = exc
         return await self._retry(
-            request, Call(core, request, policy, started), response, error
+            request,
+            Call(core, request, policy, started, label=request_label(request)),
+            response,
+            error,
         )
 
     async def _retry(

@@ -1,0 +1,182 @@
+"""The @retry decorator: retries of a user's own function, by the same rules.
+
+Inside a decorated call, reliable clients and transports make one attempt per
+request and leave retrying to the decorator (the outermost one, when
+decorators nest), so retry layers never multiply.  Every attempt replays the
+idempotency keys of the first: the k-th keyed request of each attempt carries
+the key and resource id of the k-th keyed request of the first attempt.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+import anyio
+import httpx
+
+from . import _testing_state
+from ._budget import RetryBudget
+from ._context import OuterLayer, outer_layer
+from ._core import Call, RetryCore, resolve_policy
+from ._decision import FINAL, Verdict, judge_exception
+from ._outcome import OnRetry
+from ._policy import RetryPolicy
+
+__all__ = ["retry"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@overload
+def retry(function: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def retry(
+    policy: RetryPolicy | None = None,
+    /,
+    *,
+    budget: RetryBudget | None = None,
+    on: tuple[type[BaseException], ...] = (),
+    on_retry: OnRetry | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def retry(
+    policy: Any = None,
+    /,
+    *,
+    budget: RetryBudget | None = None,
+    on: tuple[type[BaseException], ...] = (),
+    on_retry: OnRetry | None = None,
+) -> Any:
+    """Retry a function (``def`` or ``async def``) when the safety rule allows.
+
+    Use as ``@retry``, ``@retry()`` or ``@retry(policy, budget=..., on=...)``.
+
+    Retried: httpx transport errors by whether their request could have
+    reached the server, and ``httpx.HTTPStatusError`` with a retryable status
+    (and its Retry-After), judged by the request they carry exactly as the
+    transport would judge them; and any exception whose type is in ``on``.
+    Everything else propagates at once, unchanged.
+
+    Args:
+        policy: a :class:`RetryPolicy` (default ``RetryPolicy()``).
+        budget: a :class:`RetryBudget` to spend retries from (default: one of
+            this decorator's own); pass the clients' budget to share it.
+        on: exception types that are always worth a retry.
+        on_retry: called with a :class:`RetryEvent` before each retry and when
+            retrying is stopped early.
+    """
+    if callable(policy) and not isinstance(policy, RetryPolicy):
+        return _decorate(policy, RetryPolicy(), budget, on, on_retry)
+    chosen = (
+        RetryPolicy() if policy is None else resolve_policy(policy, "retry(policy)")
+    )
+    if not isinstance(on, tuple) or not all(
+        isinstance(kind, type) and issubclass(kind, BaseException) for kind in on
+    ):
+        raise TypeError(f"retry(on=...) must be a tuple of exception types, got {on!r}")
+
+    def decorator(function: Callable[P, R]) -> Callable[P, R]:
+        return _decorate(function, chosen, budget, on, on_retry)
+
+    return decorator
+
+
+def _decorate(
+    function: Callable[P, R],
+    policy: RetryPolicy,
+    budget: RetryBudget | None,
+    on: tuple[type[BaseException], ...],
+    on_retry: OnRetry | None,
+) -> Callable[P, R]:
+    core = RetryCore(
+        retry=policy,
+        budget=budget,
+        idempotency=None,
+        on_retry=on_retry,
+        clock=None,
+        owner="retry",
+    )
+    label = getattr(function, "__qualname__", repr(function))
+
+    def judge(exc: BaseException) -> Verdict:
+        if on and isinstance(exc, on):
+            return Verdict(True, type(exc).__name__)
+        return (
+            judge_exception(exc, policy) if isinstance(exc, httpx.HTTPError) else FINAL
+        )
+
+    def start() -> tuple[Call, OuterLayer]:
+        chosen = core.begin_call(policy, None)
+        return Call(core, None, chosen, core.clock(), label=label), OuterLayer()
+
+    def end(call: Call, result: object) -> None:
+        # Counts the ending, and attaches the record where outcome() reads it.
+        if isinstance(result, (httpx.Response, BaseException)):
+            call.finish(result)
+
+    if inspect.iscoroutinefunction(function):
+        async_function = cast("Callable[P, Awaitable[Any]]", function)
+
+        @functools.wraps(function)
+        async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            if outer_layer.get() is not None:
+                return await async_function(*args, **kwargs)
+            call, layer = start()
+            token = outer_layer.set(layer)
+            try:
+                while True:
+                    try:
+                        result = await async_function(*args, **kwargs)
+                    except Exception as exc:
+                        delay = call.after_verdict(judge(exc), exc)
+                        if delay is None:
+                            end(call, exc)
+                            raise
+                    else:
+                        end(call, result)
+                        return result
+                    if _testing_state.intercept(delay):
+                        await anyio.sleep(0)
+                    else:
+                        await anyio.sleep(delay)
+                    call.next_attempt()
+                    layer.journal.rewind()
+            finally:
+                outer_layer.reset(token)
+
+        return cast("Callable[P, R]", async_wrapper)
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if outer_layer.get() is not None:
+            return function(*args, **kwargs)
+        call, layer = start()
+        token = outer_layer.set(layer)
+        try:
+            while True:
+                try:
+                    result = function(*args, **kwargs)
+                except Exception as exc:
+                    delay = call.after_verdict(judge(exc), exc)
+                    if delay is None:
+                        end(call, exc)
+                        raise
+                else:
+                    end(call, result)
+                    return result
+                if not _testing_state.intercept(delay):
+                    time.sleep(delay)
+                call.next_attempt()
+                layer.journal.rewind()
+        finally:
+            outer_layer.reset(token)
+
+    return wrapper
