@@ -7,7 +7,7 @@ Layout (RFC 9562, section 6.2, method 1 "fixed-length dedicated counter"):
     12 bits  counter, high part      (rand_a)
      2 bits  variant (0b10)
     30 bits  counter, low part       (rand_b, high)
-    32 bits  fresh random per UUID    (rand_b, low)
+    32 bits  fresh random per UUID    (rand_b, low), from os.urandom
 
 The 42-bit counter is re-seeded with random bits (its top bit clear, leaving
 room to count) whenever the millisecond changes, and incremented within one
@@ -26,7 +26,6 @@ its ``UUID`` class, which reads a v7 timestamp back.  Python 3.14's
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import threading
 import time
@@ -39,54 +38,69 @@ __all__ = ["uuid7", "uuid7_str"]
 
 _COUNTER_BITS = 42
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
-_COUNTER_SEED_BITS = _COUNTER_BITS - 1
+_COUNTER_SEED_MASK = (1 << (_COUNTER_BITS - 1)) - 1  # top bit clear: room to count
+_POOL_SIZE = 4096
 
 _lock = threading.Lock()
 _last_ms = -1
 _counter = 0
+# Random bytes from os.urandom, drawn in batches: one system call per ~400
+# UUIDs instead of one per UUID.
+_pool = b""
+_pool_at = 0
 
 
 def _reset_after_fork() -> None:
-    # A child must not continue its parent's counter: both would emit the same
-    # timestamp and counter.  A fresh lock too, in case the parent held it.
-    global _lock, _last_ms, _counter
+    # A child must not continue its parent's counter or reuse its random
+    # bytes: both would emit the same UUIDs.  A fresh lock too, in case the
+    # parent held it.
+    global _lock, _last_ms, _counter, _pool, _pool_at
     _lock = threading.Lock()
     _last_ms = -1
     _counter = 0
+    _pool = b""
+    _pool_at = 0
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _next_fields() -> tuple[int, int]:
+def _random_bits(nbytes: int) -> int:
+    """``nbytes`` random bytes as an int; call with the lock held."""
+    global _pool, _pool_at
+    at = _pool_at
+    if at + nbytes > len(_pool):
+        _pool = os.urandom(_POOL_SIZE)
+        at = 0
+    _pool_at = at + nbytes
+    return int.from_bytes(_pool[at : at + nbytes], "big")
+
+
+def _uuid7_int() -> int:
     global _last_ms, _counter
     now_ms = time.time_ns() // 1_000_000
     with _lock:
         if now_ms > _last_ms:
             _last_ms = now_ms
-            _counter = secrets.randbits(_COUNTER_SEED_BITS)
+            _counter = _random_bits(6) & _COUNTER_SEED_MASK
         else:
             # Same millisecond, or the wall clock stepped back: keep the last
             # timestamp and count, so the order stays monotonic.
             _counter += 1
             if _counter > _COUNTER_MAX:
                 _last_ms += 1
-                _counter = secrets.randbits(_COUNTER_SEED_BITS)
-        return _last_ms, _counter
-
-
-def _uuid7_counter() -> uuid.UUID:
-    unix_ts_ms, counter = _next_fields()
-    value = (unix_ts_ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= 0x7 << 76  # version
-    value |= (counter >> 30) << 64  # rand_a: counter's high 12 bits
-    value |= 0b10 << 62  # variant
-    value |= (counter & 0x3FFF_FFFF) << 32  # counter's low 30 bits
-    value |= secrets.randbits(32)
-    # uuid6.UUID reads a v7 timestamp back through ``.time`` (milliseconds),
-    # which the stdlib UUID of Python < 3.14 cannot.
-    return uuid6.UUID(int=value)
+                _counter = _random_bits(6) & _COUNTER_SEED_MASK
+        unix_ts_ms, counter = _last_ms, _counter
+        tail = _random_bits(4)
+    return (
+        (unix_ts_ms & 0xFFFF_FFFF_FFFF) << 80
+        | 0x7 << 76  # version
+        | (counter >> 30) << 64  # rand_a: the counter's high 12 bits
+        | 0b10 << 62  # variant
+        | (counter & 0x3FFF_FFFF) << 32  # the counter's low 30 bits
+        | tail
+    )
 
 
 if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
@@ -99,10 +113,21 @@ if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
             result: uuid.UUID = _stdlib_uuid7()
         return result
 
+    def _next_int() -> int:
+        return uuid7().int
+
 else:
-    uuid7 = _uuid7_counter
+
+    def uuid7() -> uuid.UUID:
+        """Return a new UUIDv7."""
+        # uuid6.UUID reads a v7 timestamp back through ``.time`` (milliseconds),
+        # which the stdlib UUID of Python < 3.14 cannot.
+        return uuid6.UUID(int=_uuid7_int())
+
+    _next_int = _uuid7_int
 
 
 def uuid7_str() -> str:
     """Return a new UUIDv7 as its canonical 36-character string."""
-    return str(uuid7())
+    h = f"{_next_int():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
