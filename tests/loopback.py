@@ -7,7 +7,8 @@ last action repeats.  Actions:
     Close()                           read the request, close without answering (FIN)
     Reset()                           read the request, reset the connection (RST)
     Stall(seconds)                    read the request, say nothing for a while, close
-    BrokenBody(status, total, sent)   announce ``total`` body bytes, send ``sent``, close
+    BrokenBody(status, total, sent)   announce ``total`` body bytes, send ``sent``,
+                                      close
     SlowBody(status, chunks, delay)   send the body in chunks, ``delay`` seconds apart
 
 Every request is recorded (method, path, headers, body, monotonic time).  The
@@ -22,9 +23,8 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Union
 
 IO_TIMEOUT = 10.0
 
@@ -65,7 +65,7 @@ class SlowBody:
     delay: float = 0.05
 
 
-Action = Union[Reply, Close, Reset, Stall, BrokenBody, SlowBody]
+Action = Reply | Close | Reset | Stall | BrokenBody | SlowBody
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class LoopbackServer:
         self._sock.settimeout(0.2)
         self.port = self._sock.getsockname()[1]
         self._threads: list[threading.Thread] = []
+        self._conns: set[socket.socket] = set()
         self._accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
 
     @property
@@ -116,8 +117,19 @@ class LoopbackServer:
 
     def stop(self) -> None:
         self._stop.set()
+        with suppress(OSError):
+            # Wakes accept() at once on Linux; elsewhere its timeout does.
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._accept_thread.join(5)
         self._sock.close()
+        # Wake handlers blocked reading an idle keep-alive connection (a client
+        # left open, a cancelled task), so that stopping never waits for
+        # IO_TIMEOUT.
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join(5)
 
@@ -127,7 +139,7 @@ class LoopbackServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -146,6 +158,8 @@ class LoopbackServer:
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(IO_TIMEOUT)
+        with self._lock:
+            self._conns.add(conn)
         reader = conn.makefile("rb")
         try:
             while not self._stop.is_set():
@@ -160,14 +174,14 @@ class LoopbackServer:
                     )
                 if not self._act(conn, self._next_action(path), method):
                     return
-        except OSError:
+        except (OSError, ValueError):  # a peer gone mid-request, or garbage
             return
         finally:
+            with self._lock:
+                self._conns.discard(conn)
             reader.close()
-            try:
+            with suppress(OSError):
                 conn.close()
-            except OSError:
-                pass
 
     def _act(self, conn: socket.socket, action: Action, method: str) -> bool:
         """Carry out ``action``; return whether the connection stays open."""

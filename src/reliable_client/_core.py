@@ -203,10 +203,8 @@ class Call:
         if not verdict.retryable and verdict.blocked_by is None:
             return None
         self._set_outcome(response, failed=False)
-        delay = self._decide(verdict, response=response)
-        if delay is not None:
-            response.close()
-        return delay
+        # The caller closes a response it discards (sync or async close).
+        return self._decide(verdict, response=response)
 
     def after_error(self, exc: Exception) -> float | None:
         """Seconds to sleep before retrying, or ``None`` to raise ``exc``."""

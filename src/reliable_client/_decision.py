@@ -138,17 +138,16 @@ def judge_response(
     """Apply the safety rule to a response.  ``now`` is Unix time (seconds),
     used to read a Retry-After given as an HTTP-date."""
     status = response.status_code
+    if status != 409 and status not in policy._statuses:
+        return FINAL
+    if response.headers.get(REPLAYED_HEADER, "").lower() == "true":
+        # A stored result: asking again gets the same answer.
+        return FINAL
     if status == 409:
         # The server still works on an earlier attempt with the same key.
         return Verdict(True, "status 409") if keyed else FINAL
-    if status not in policy._statuses:
-        return FINAL
-    if keyed and (
-        status in (303, 422)
-        or response.headers.get(REPLAYED_HEADER, "").lower() == "true"
-    ):
-        # "Already exists", "key reused with another payload", or a stored
-        # result: asking again gets the same answer.
+    if keyed and status in (303, 422):
+        # "Already exists", or "key reused with another payload".
         return FINAL
     reason = f"status {status}"
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now)

@@ -146,7 +146,9 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
             if error is None:
                 assert response is not None
                 delay = call.after_response(response)
-                if delay is None:
+                if delay is not None:
+                    response.close()
+                else:
                     try:
                         if preload:
                             _preload(response)
@@ -261,7 +263,9 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
             if error is None:
                 assert response is not None
                 delay = call.after_response(response)
-                if delay is None:
+                if delay is not None:
+                    await response.aclose()
+                else:
                     try:
                         if preload:
                             await _apreload(response)
