@@ -100,9 +100,7 @@ class Client(_RetryClientMixin, httpx.Client):
         on_retry: OnRetry | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        # httpx's own transports and mounts stay as they are (their tests look
-        # at them); each is wrapped, once, when a send picks it.
+        # Checked first, so that a bad value builds nothing.
         self._retry_core = RetryCore(
             retry=retry,
             budget=budget,
@@ -111,6 +109,9 @@ class Client(_RetryClientMixin, httpx.Client):
             clock=None,
             owner="Client",
         )
+        super().__init__(**kwargs)
+        # httpx's own transports and mounts stay as they are (their tests look
+        # at them); each is wrapped, once, when a send picks it.
         self._retrying: dict[int, RetryTransport] = {}
 
     def _transport_for_url(self, url: URL) -> httpx.BaseTransport:
@@ -468,9 +469,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         on_retry: OnRetry | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        # httpx's own transports and mounts stay as they are (their tests look
-        # at them); each is wrapped, once, when a send picks it.
+        # Checked first, so that a bad value builds nothing.
         self._retry_core = RetryCore(
             retry=retry,
             budget=budget,
@@ -479,6 +478,9 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             clock=None,
             owner="AsyncClient",
         )
+        super().__init__(**kwargs)
+        # httpx's own transports and mounts stay as they are (their tests look
+        # at them); each is wrapped, once, when a send picks it.
         self._retrying: dict[int, AsyncRetryTransport] = {}
 
     def _transport_for_url(self, url: URL) -> httpx.AsyncBaseTransport:

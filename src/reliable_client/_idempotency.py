@@ -94,6 +94,8 @@ class Idempotency:
                 value = body.get(self.resource_id_field)
                 if isinstance(value, str) and value:
                     rid = value
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    rid = str(value)  # a numeric id: the header carries it too
         if key is None or rid is None:
             layer = outer_layer.get()
             if layer is not None:
