@@ -118,8 +118,11 @@ def _decorate(
         return Call(core, None, chosen, core.clock(), label=label), OuterLayer()
 
     def end(call: Call, result: object) -> None:
-        # Counts the ending, and attaches the record where outcome() reads it.
-        if isinstance(result, (httpx.Response, BaseException)):
+        # Counts the ending, and attaches the record where outcome() reads it;
+        # an error that was never worth a retry passes through untouched.
+        if isinstance(result, httpx.Response) or (
+            isinstance(result, BaseException) and (call.attempts > 1 or call.gave_up)
+        ):
             call.finish(result)
 
     if inspect.iscoroutinefunction(function):
