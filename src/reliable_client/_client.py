@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx
 from httpx import URL, Request, Response
@@ -47,6 +47,38 @@ class _RetryClientMixin:
     """What both clients add to httpx's: the retry engine and its counters."""
 
     _retry_core: RetryCore
+    _retrying: dict[int, Any]
+
+    def _set_up_retries(
+        self,
+        owner: str,
+        retry: RetryPolicy | bool,
+        budget: RetryBudget | None,
+        idempotency: Idempotency | None,
+        on_retry: OnRetry | None,
+    ) -> None:
+        self._retry_core = RetryCore(
+            retry=retry,
+            budget=budget,
+            idempotency=idempotency,
+            on_retry=on_retry,
+            clock=None,
+            owner=owner,
+        )
+        # httpx's own transports and mounts stay as they are (their tests look
+        # at them); each is wrapped, once, when one of our sends picks it.
+        self._retrying = {}
+
+    def _retrying_transport(self, transport: Any, kind: Any) -> Any:
+        if client_send.get() is None or isinstance(transport, kind):
+            # Not one of our sends, or retrying already: wrapping it again
+            # would multiply attempts.
+            return transport
+        wrapper = self._retrying.get(id(transport))
+        if wrapper is None:
+            wrapper = kind._around(transport, self._retry_core)
+            self._retrying[id(transport)] = wrapper
+        return wrapper
 
     @property
     def retry(self) -> RetryPolicy:
@@ -101,30 +133,14 @@ class Client(_RetryClientMixin, httpx.Client):
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        self._retry_core = RetryCore(
-            retry=retry,
-            budget=budget,
-            idempotency=idempotency,
-            on_retry=on_retry,
-            clock=None,
-            owner="Client",
-        )
+        self._set_up_retries("Client", retry, budget, idempotency, on_retry)
         super().__init__(**kwargs)
-        # httpx's own transports and mounts stay as they are (their tests look
-        # at them); each is wrapped, once, when a send picks it.
-        self._retrying: dict[int, RetryTransport] = {}
 
     def _transport_for_url(self, url: URL) -> httpx.BaseTransport:
         transport = super()._transport_for_url(url)
-        if client_send.get() is None or isinstance(transport, RetryTransport):
-            # Not one of our sends, or retrying already: wrapping it again
-            # would multiply attempts.
-            return transport
-        wrapper = self._retrying.get(id(transport))
-        if wrapper is None:
-            wrapper = RetryTransport._around(transport, self._retry_core)
-            self._retrying[id(transport)] = wrapper
-        return wrapper
+        return cast(
+            httpx.BaseTransport, self._retrying_transport(transport, RetryTransport)
+        )
 
     def request(
         self,
@@ -470,30 +486,15 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        self._retry_core = RetryCore(
-            retry=retry,
-            budget=budget,
-            idempotency=idempotency,
-            on_retry=on_retry,
-            clock=None,
-            owner="AsyncClient",
-        )
+        self._set_up_retries("AsyncClient", retry, budget, idempotency, on_retry)
         super().__init__(**kwargs)
-        # httpx's own transports and mounts stay as they are (their tests look
-        # at them); each is wrapped, once, when a send picks it.
-        self._retrying: dict[int, AsyncRetryTransport] = {}
 
     def _transport_for_url(self, url: URL) -> httpx.AsyncBaseTransport:
         transport = super()._transport_for_url(url)
-        if client_send.get() is None or isinstance(transport, AsyncRetryTransport):
-            # Not one of our sends, or retrying already: wrapping it again
-            # would multiply attempts.
-            return transport
-        wrapper = self._retrying.get(id(transport))
-        if wrapper is None:
-            wrapper = AsyncRetryTransport._around(transport, self._retry_core)
-            self._retrying[id(transport)] = wrapper
-        return wrapper
+        return cast(
+            httpx.AsyncBaseTransport,
+            self._retrying_transport(transport, AsyncRetryTransport),
+        )
 
     async def request(
         self,

@@ -10,9 +10,9 @@ sync and async loops differ only in how they send, read and sleep.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import tenacity
@@ -21,6 +21,7 @@ from . import _testing_state
 from ._budget import RetryBudget
 from ._context import outer_layer
 from ._decision import (
+    FINAL,
     IDEMPOTENCY_HEADER,
     Decision,
     Verdict,
@@ -42,13 +43,47 @@ from ._outcome import (
 )
 from ._policy import NO_RETRY, RetryPolicy
 
-__all__ = ["RETRY_KEY", "Call", "RetryCore", "client_send", "resolve_policy"]
+__all__ = [
+    "ATTEMPT",
+    "RETRY_KEY",
+    "Call",
+    "Discard",
+    "Read",
+    "RetryCore",
+    "Step",
+    "client_send",
+    "resolve_policy",
+]
 
 RETRY_KEY = "retry"
 # Set by Client/AsyncClient around a send: None outside one; True when the
 # response is not streamed, so that the transport reads the body inside its
 # retry loop and a failure mid-body is retried (rule 8); False when streamed.
 client_send: ContextVar[bool | None] = ContextVar("reliable_client_send", default=None)
+
+
+class _Attempt:
+    def __repr__(self) -> str:
+        return "ATTEMPT"
+
+
+ATTEMPT = _Attempt()
+"""Step: make the next attempt (send the request, call the function)."""
+
+
+class Read(NamedTuple):
+    """Step: read this response's body into memory."""
+
+    response: httpx.Response
+
+
+class Discard(NamedTuple):
+    """Step: close this response, which a retry replaces."""
+
+    response: httpx.Response
+
+
+Step = _Attempt | Read | Discard | float
 
 # tenacity wants a retrying object in its call state; none of ours uses it.
 _RETRYING = tenacity.Retrying()
@@ -158,6 +193,7 @@ class Call:
     __slots__ = (
         "core",
         "gave_up",
+        "judge",
         "keyed",
         "label",
         "policy",
@@ -176,12 +212,14 @@ class Call:
         started: float,
         *,
         label: str = "",
+        judge: Callable[[BaseException], Verdict] | None = None,
     ) -> None:
         self.core = core
         self.request = request
         self.policy = policy
         self.started = started
         self.label = label
+        self.judge = judge
         self.keyed = request is not None and is_keyed(request, core.key_header)
         self.retries: list[str] = []
         self.stopped_by: str | None = None
@@ -194,27 +232,57 @@ class Call:
     def attempts(self) -> int:
         return self.state.attempt_number
 
-    def after_response(self, response: httpx.Response) -> float | None:
-        """Seconds to sleep before retrying, or ``None`` to return ``response``."""
-        assert self.request is not None
+    def steps(
+        self, result: Any, error: Exception | None, *, read_body: bool = False
+    ) -> Generator[Step, Any, Any]:
+        """The retry loop without its I/O, for the sync and async drivers.
+
+        Starts from the first attempt's ``result`` or ``error``; yields what to
+        do next (:data:`ATTEMPT`, a :class:`Read`, a :class:`Discard`, or a
+        delay in seconds to sleep) and is sent what happened: ``(result,
+        error)`` after an attempt, the error (or ``None``) after a read.
+        Returns the final result, or raises the final error.
+        """
+        while True:
+            if error is None:
+                delay = self._after_result(result)
+                if delay is None:
+                    if read_body:
+                        error = yield Read(result)
+                        if error is not None:
+                            continue  # a failure mid-body is this attempt's outcome
+                    self.finish(result)
+                    return result
+                yield Discard(result)
+            else:
+                delay = self._after_error(error)
+                if delay is None:
+                    self.finish(error)
+                    raise error
+            yield delay
+            self.next_attempt()
+            result, error = yield ATTEMPT
+
+    def _after_result(self, result: Any) -> float | None:
+        """Seconds to sleep before retrying, or ``None`` to return ``result``."""
+        if self.request is None or not isinstance(result, httpx.Response):
+            return None  # a decorated function's return value is final
         verdict = judge_response(
-            self.request, response, self.policy, keyed=self.keyed, now=time.time()
+            self.request, result, self.policy, keyed=self.keyed, now=time.time()
         )
         if not verdict.retryable and verdict.blocked_by is None:
             return None
-        self._set_outcome(response, failed=False)
-        # The caller closes a response it discards (sync or async close).
-        return self._decide(verdict, response=response)
+        self._set_outcome(result, failed=False)
+        return self._decide(verdict, response=result)
 
-    def after_error(self, exc: Exception) -> float | None:
+    def _after_error(self, exc: Exception) -> float | None:
         """Seconds to sleep before retrying, or ``None`` to raise ``exc``."""
-        assert self.request is not None
-        verdict = judge_error(self.request, exc, self.policy, keyed=self.keyed)
-        return self.after_verdict(verdict, exc)
-
-    def after_verdict(self, verdict: Verdict, exc: BaseException) -> float | None:
-        """Like :meth:`after_error`, for an exception already judged (by the
-        decorator, which judges by the request the exception carries)."""
+        if self.judge is not None:
+            verdict = self.judge(exc)
+        elif self.request is not None:
+            verdict = judge_error(self.request, exc, self.policy, keyed=self.keyed)
+        else:  # pragma: no cover - every Call has a request or a judge
+            verdict = FINAL
         if not verdict.retryable and verdict.blocked_by is None:
             return None
         self._set_outcome(exc, failed=True)
@@ -283,7 +351,7 @@ class Call:
             left = deadline - (self.core.clock() - self.started)
             _cap_timeouts(self.request, max(left, 0.001))
 
-    def finish(self, target: httpx.Response | BaseException) -> None:
+    def finish(self, target: object) -> None:
         """Attach the record to what the caller gets, and count the ending."""
         core = self.core
         core.counters.count_end(
@@ -291,6 +359,11 @@ class Call:
         )
         if self.gave_up:
             core.budget.record_gave_up()
+        if isinstance(target, BaseException):
+            if not (self.gave_up or self.state.attempt_number > 1):
+                return  # an error never worth a retry passes through untouched
+        elif not isinstance(target, httpx.Response):
+            return  # a decorated function's own return value
         attach(
             target,
             Record(

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-import anyio
 import httpx
 
-from . import _testing_state
 from ._budget import RetryBudget
 from ._context import OuterLayer, outer_layer
-from ._core import Call, RetryCore, resolve_policy
+from ._core import Call, RetryCore, Step, resolve_policy
 from ._decision import FINAL, Verdict, judge_exception
+from ._loop import arun, run
 from ._outcome import OnRetry
 from ._policy import RetryPolicy
 
@@ -109,21 +107,19 @@ def _decorate(
     def judge(exc: BaseException) -> Verdict:
         if on and isinstance(exc, on):
             return Verdict(True, type(exc).__name__)
-        return (
-            judge_exception(exc, policy) if isinstance(exc, httpx.HTTPError) else FINAL
-        )
+        if isinstance(exc, httpx.HTTPError):
+            return judge_exception(exc, policy)
+        return FINAL
 
-    def start() -> tuple[Call, OuterLayer]:
-        chosen = core.begin_call(policy, None)
-        return Call(core, None, chosen, core.clock(), label=label), OuterLayer()
+    def begin() -> tuple[RetryPolicy, float]:
+        return core.begin_call(policy, None), core.clock()
 
-    def end(call: Call, result: object) -> None:
-        # Counts the ending, and attaches the record where outcome() reads it;
-        # an error that was never worth a retry passes through untouched.
-        if isinstance(result, httpx.Response) or (
-            isinstance(result, BaseException) and (call.attempts > 1 or call.gave_up)
-        ):
-            call.finish(result)
+    def steps(
+        begun: tuple[RetryPolicy, float], error: Exception
+    ) -> Generator[Step, Any, Any]:
+        chosen, started = begun
+        call = Call(core, None, chosen, started, label=label, judge=judge)
+        return call.steps(None, error)
 
     if inspect.iscoroutinefunction(function):
         async_function = cast("Callable[P, Awaitable[Any]]", function)
@@ -132,26 +128,20 @@ def _decorate(
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             if outer_layer.get() is not None:
                 return await async_function(*args, **kwargs)
-            call, layer = start()
+            layer = OuterLayer()
             token = outer_layer.set(layer)
             try:
-                while True:
-                    try:
-                        result = await async_function(*args, **kwargs)
-                    except Exception as exc:
-                        delay = call.after_verdict(judge(exc), exc)
-                        if delay is None:
-                            end(call, exc)
-                            raise
-                    else:
-                        end(call, result)
-                        return result
-                    if _testing_state.intercept(delay):
-                        await anyio.sleep(0)
-                    else:
-                        await anyio.sleep(delay)
-                    call.next_attempt()
+                begun = begin()
+                try:
+                    return await async_function(*args, **kwargs)
+                except Exception as exc:
+                    first_error = exc
+
+                async def again() -> Any:
                     layer.journal.rewind()
+                    return await async_function(*args, **kwargs)
+
+                return await arun(steps(begun, first_error), again)
             finally:
                 outer_layer.reset(token)
 
@@ -161,24 +151,21 @@ def _decorate(
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if outer_layer.get() is not None:
             return function(*args, **kwargs)
-        call, layer = start()
+        layer = OuterLayer()
         token = outer_layer.set(layer)
         try:
-            while True:
-                try:
-                    result = function(*args, **kwargs)
-                except Exception as exc:
-                    delay = call.after_verdict(judge(exc), exc)
-                    if delay is None:
-                        end(call, exc)
-                        raise
-                else:
-                    end(call, result)
-                    return result
-                if not _testing_state.intercept(delay):
-                    time.sleep(delay)
-                call.next_attempt()
+            begun = begin()
+            try:
+                return function(*args, **kwargs)
+            except Exception as exc:
+                first_error = exc
+
+            def again() -> R:
                 layer.journal.rewind()
+                return function(*args, **kwargs)
+
+            result: R = run(steps(begun, first_error), again)
+            return result
         finally:
             outer_layer.reset(token)
 

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 import httpx
 
-from . import _testing_state
 from ._budget import RetryBudget
 from ._core import Call, RetryCore, client_send
 from ._idempotency import Idempotency
+from ._loop import aread_body, arun, read_body, run
 from ._outcome import ClientStats, OnRetry, request_label
 from ._policy import RetryPolicy
 
@@ -115,61 +115,26 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         core = self._core
         policy = core.prepare(request)
         started = core.clock()
+        read = policy.max_attempts > 1 and client_send.get() is True
         response: httpx.Response | None = None
         error: Exception | None = None
         try:
             response = self._transport.handle_request(request)
             if core.first_attempt_is_final(response, policy):
-                if policy.max_attempts > 1 and client_send.get():
-                    _preload(response)
+                if read:
+                    read_body(response)
                 return core.finish_first(response)
         except Exception as exc:
             if policy.max_attempts == 1:
                 raise
             error = exc
-        return self._retry(
-            request,
-            Call(core, request, policy, started, label=request_label(request)),
-            response,
-            error,
+        call = Call(core, request, policy, started, label=request_label(request))
+        result: httpx.Response = run(
+            call.steps(response, error, read_body=read),
+            lambda: self._transport.handle_request(request),
+            self._sleep,
         )
-
-    def _retry(
-        self,
-        request: httpx.Request,
-        call: Call,
-        response: httpx.Response | None,
-        error: Exception | None,
-    ) -> httpx.Response:
-        preload = client_send.get() is True
-        while True:
-            if error is None:
-                assert response is not None
-                delay = call.after_response(response)
-                if delay is not None:
-                    response.close()
-                else:
-                    try:
-                        if preload:
-                            _preload(response)
-                    except Exception as exc:
-                        error = exc
-                        continue
-                    call.finish(response)
-                    return response
-            else:
-                delay = call.after_error(error)
-                if delay is None:
-                    call.finish(error)
-                    raise error
-            if not _testing_state.intercept(delay):
-                self._sleep(delay)
-            call.next_attempt()
-            response = error = None
-            try:
-                response = self._transport.handle_request(request)
-            except Exception as exc:
-                error = exc
+        return result
 
     def close(self) -> None:
         self._transport.close()
@@ -232,89 +197,26 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         core = self._core
         policy = core.prepare(request)
         started = core.clock()
+        read = policy.max_attempts > 1 and client_send.get() is True
         response: httpx.Response | None = None
         error: Exception | None = None
         try:
             response = await self._transport.handle_async_request(request)
             if core.first_attempt_is_final(response, policy):
-                if policy.max_attempts > 1 and client_send.get():
-                    await _apreload(response)
+                if read:
+                    await aread_body(response)
                 return core.finish_first(response)
         except Exception as exc:
             if policy.max_attempts == 1:
                 raise
             error = exc
-        return await self._retry(
-            request,
-            Call(core, request, policy, started, label=request_label(request)),
-            response,
-            error,
+        call = Call(core, request, policy, started, label=request_label(request))
+        result: httpx.Response = await arun(
+            call.steps(response, error, read_body=read),
+            lambda: self._transport.handle_async_request(request),
+            self._sleep,
         )
-
-    async def _retry(
-        self,
-        request: httpx.Request,
-        call: Call,
-        response: httpx.Response | None,
-        error: Exception | None,
-    ) -> httpx.Response:
-        preload = client_send.get() is True
-        while True:
-            if error is None:
-                assert response is not None
-                delay = call.after_response(response)
-                if delay is not None:
-                    await response.aclose()
-                else:
-                    try:
-                        if preload:
-                            await _apreload(response)
-                    except Exception as exc:
-                        error = exc
-                        continue
-                    call.finish(response)
-                    return response
-            else:
-                delay = call.after_error(error)
-                if delay is None:
-                    call.finish(error)
-                    raise error
-            if _testing_state.intercept(delay):
-                await anyio.sleep(0)  # still a checkpoint for cancellation
-            else:
-                await self._sleep(delay)
-            call.next_attempt()
-            response = error = None
-            try:
-                response = await self._transport.handle_async_request(request)
-            except Exception as exc:
-                error = exc
+        return result
 
     async def aclose(self) -> None:
         await self._transport.aclose()
-
-
-def _preload(response: httpx.Response) -> None:
-    """Read the raw body into memory, so that a failure mid-body happens here,
-    inside the retry loop.  The client then decodes it as usual."""
-    stream = response.stream
-    if isinstance(stream, httpx.ByteStream):
-        return  # already in memory
-    assert isinstance(stream, httpx.SyncByteStream)
-    try:
-        content = b"".join(stream)
-    finally:
-        stream.close()
-    response.stream = httpx.ByteStream(content)
-
-
-async def _apreload(response: httpx.Response) -> None:
-    stream = response.stream
-    if isinstance(stream, httpx.ByteStream):
-        return
-    assert isinstance(stream, httpx.AsyncByteStream)
-    try:
-        content = b"".join([chunk async for chunk in stream])
-    finally:
-        await stream.aclose()
-    response.stream = httpx.ByteStream(content)
