@@ -1,4 +1,5 @@
-"""Support for users' own test suites: retries without real sleeps.
+"""Support for users' own test suites: retries without real sleeps, and a
+fault-injecting server.
 
     from reliable_client import testing
 
@@ -12,6 +13,11 @@ client, transport and decorator sleeps zero time and its delay is recorded;
 with ``attempts=N`` no call makes more than N attempts.  Backoff stays
 observable: inject ``RetryPolicy(random=random.Random(0).random)`` to make the
 recorded delays exact.
+
+:class:`ChaosServer` is an HTTP/1.1 server on 127.0.0.1 that injects faults on
+demand (scripted per route, random at seeded rates, or an outage window) and
+can sit in front of an ASGI app.  With pytest, the ``chaos_server`` fixture
+(registered by this package's pytest plugin) gives a running one per test.
 """
 
 from __future__ import annotations
@@ -19,10 +25,45 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ._testing_state import TestingMode, activate, current
-from ._validation import check_int
+from .._testing_state import TestingMode, activate, current
+from .._validation import check_int
+from ._chaos import (
+    Action,
+    BrokenBody,
+    ChaosServer,
+    Close,
+    FaultMix,
+    Forward,
+    ForwardThenDrop,
+    ForwardThenTruncate,
+    Reply,
+    Reset,
+    Seen,
+    SlowBody,
+    Stall,
+    closed_port,
+)
 
-__all__ = ["TestingMode", "is_testing", "set_testing", "testing_mode"]
+__all__ = [
+    "Action",
+    "BrokenBody",
+    "ChaosServer",
+    "Close",
+    "FaultMix",
+    "Forward",
+    "ForwardThenDrop",
+    "ForwardThenTruncate",
+    "Reply",
+    "Reset",
+    "Seen",
+    "SlowBody",
+    "Stall",
+    "TestingMode",
+    "closed_port",
+    "is_testing",
+    "set_testing",
+    "testing_mode",
+]
 
 
 def set_testing(on: bool, *, attempts: int | None = None) -> TestingMode | None:
