@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, cast
 
 import httpx
-from httpx import URL, Request, Response
+from httpx import URL, Headers, Request, Response
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._types import (
     AuthTypes,
@@ -31,6 +31,7 @@ from ._transports import AsyncRetryTransport, RetryTransport
 __all__ = ["AsyncClient", "Client"]
 
 _DEFAULT_IDEMPOTENCY = Idempotency()
+_DEFAULT_POLICY = RetryPolicy()
 
 
 def _with_retry(
@@ -68,6 +69,30 @@ class _RetryClientMixin:
         # httpx's own transports and mounts stay as they are (their tests look
         # at them); each is wrapped, once, when one of our sends picks it.
         self._retrying = {}
+
+    def _adopt(self, transport: Any, kind: Any, owner: str, configured: bool) -> None:
+        """Given a RetryTransport as ``transport=``, the client uses its engine
+        (policy, budget, keys, counters) rather than wrapping it again."""
+        if not isinstance(transport, kind):
+            return
+        if configured:
+            raise TypeError(
+                f"{owner}(transport={type(transport).__name__}(...)) takes its "
+                "retry settings from that transport: pass retry=, budget=, "
+                "idempotency= and on_retry= to the transport, not the client"
+            )
+        self._retry_core = transport._core
+
+    def _redirect_headers(self, request: Request, url: URL, method: str) -> Headers:
+        headers: Headers = cast(Any, super())._redirect_headers(request, url, method)
+        idempotency = self._retry_core.idempotency
+        if idempotency is not None and method != request.method:
+            # A 303 turns a keyed create into a GET of the result: that GET is
+            # another request, and the key must not travel to it.
+            headers.pop(idempotency.header, None)
+            if idempotency.resource_id_header is not None:
+                headers.pop(idempotency.resource_id_header, None)
+        return headers
 
     def _retrying_transport(self, transport: Any, kind: Any) -> Any:
         if client_send.get() is None or isinstance(transport, kind):
@@ -126,7 +151,7 @@ class Client(_RetryClientMixin, httpx.Client):
     def __init__(
         self,
         *,
-        retry: RetryPolicy | bool = RetryPolicy(),  # noqa: B008 - immutable
+        retry: RetryPolicy | bool = _DEFAULT_POLICY,
         budget: RetryBudget | None = None,
         idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
         on_retry: OnRetry | None = None,
@@ -135,6 +160,13 @@ class Client(_RetryClientMixin, httpx.Client):
         # Checked first, so that a bad value builds nothing.
         self._set_up_retries("Client", retry, budget, idempotency, on_retry)
         super().__init__(**kwargs)
+        configured = (
+            retry is not _DEFAULT_POLICY
+            or budget is not None
+            or idempotency is not _DEFAULT_IDEMPOTENCY
+            or on_retry is not None
+        )
+        self._adopt(self._transport, RetryTransport, "Client", configured)
 
     def _transport_for_url(self, url: URL) -> httpx.BaseTransport:
         transport = super()._transport_for_url(url)
@@ -231,6 +263,10 @@ class Client(_RetryClientMixin, httpx.Client):
         if retry is not None:
             resolve_policy(retry, "retry=")
             request.extensions = {**request.extensions, RETRY_KEY: retry}
+        idempotency = self._retry_core.idempotency
+        if idempotency is not None and request.method in idempotency._methods:
+            # Before auth flows and event hooks, so that they see the key.
+            idempotency.apply(request)
         # Non-streamed bodies are read inside the retry loop (rule 8).
         token = client_send.set(not stream)
         try:
@@ -479,7 +515,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
     def __init__(
         self,
         *,
-        retry: RetryPolicy | bool = RetryPolicy(),  # noqa: B008 - immutable
+        retry: RetryPolicy | bool = _DEFAULT_POLICY,
         budget: RetryBudget | None = None,
         idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
         on_retry: OnRetry | None = None,
@@ -488,6 +524,13 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         # Checked first, so that a bad value builds nothing.
         self._set_up_retries("AsyncClient", retry, budget, idempotency, on_retry)
         super().__init__(**kwargs)
+        configured = (
+            retry is not _DEFAULT_POLICY
+            or budget is not None
+            or idempotency is not _DEFAULT_IDEMPOTENCY
+            or on_retry is not None
+        )
+        self._adopt(self._transport, AsyncRetryTransport, "AsyncClient", configured)
 
     def _transport_for_url(self, url: URL) -> httpx.AsyncBaseTransport:
         transport = super()._transport_for_url(url)
@@ -585,6 +628,10 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         if retry is not None:
             resolve_policy(retry, "retry=")
             request.extensions = {**request.extensions, RETRY_KEY: retry}
+        idempotency = self._retry_core.idempotency
+        if idempotency is not None and request.method in idempotency._methods:
+            # Before auth flows and event hooks, so that they see the key.
+            idempotency.apply(request)
         # Non-streamed bodies are read inside the retry loop (rule 8).
         token = client_send.set(not stream)
         try:

@@ -8,33 +8,54 @@ used: the k-th keyed request of every attempt gets the k-th key pair.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Hashable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 __all__ = ["KeyJournal", "OuterLayer", "outer_layer"]
 
 
-@dataclass
 class KeyJournal:
-    """The (key, resource id) pairs handed out during one decorated call."""
+    """The (key, resource id) pairs handed out during one decorated call.
 
-    pairs: list[tuple[str, str]] = field(default_factory=list)
-    position: int = 0
+    Attempt after attempt, a keyed request gets the pair of the first
+    attempt's request with the same method, URL and body (so that tasks
+    which reach their requests in another order still get their own keys);
+    failing that, the pair at its position, so that the k-th keyed request
+    of every attempt reuses the k-th pair of the first.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[tuple[Hashable, tuple[str, str]]] = []
+        self._used: set[int] = set()
+        self._position = 0
 
     def rewind(self) -> None:
-        """Start a new attempt: hand out the recorded pairs again, in order."""
-        self.position = 0
+        """Start a new attempt: hand out the recorded pairs again."""
+        with self._lock:
+            self._position = 0
+            self._used = set()
 
-    def next_pair(self) -> tuple[str, str] | None:
-        """The pair recorded at this position (``None`` past the recorded ones);
-        moves on to the next position."""
-        position = self.position
-        self.position += 1
-        return self.pairs[position] if position < len(self.pairs) else None
-
-    def record(self, pair: tuple[str, str]) -> None:
-        """Record the pair handed out at the position just taken."""
-        self.pairs.append(pair)
+    def take(
+        self, fingerprint: Hashable, make: Callable[[], tuple[str, str]]
+    ) -> tuple[str, str]:
+        """The pair for this request: a recorded one, or ``make()`` recorded."""
+        with self._lock:
+            position = self._position
+            self._position += 1
+            for index, (recorded, pair) in enumerate(self._entries):
+                if index not in self._used and recorded == fingerprint:
+                    self._used.add(index)
+                    return pair
+            if position < len(self._entries) and position not in self._used:
+                self._used.add(position)
+                return self._entries[position][1]
+            pair = make()
+            self._used.add(len(self._entries))
+            self._entries.append((fingerprint, pair))
+            return pair
 
 
 @dataclass

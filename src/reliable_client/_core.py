@@ -40,6 +40,7 @@ from ._outcome import (
     RetryEvent,
     attach,
     log_retry,
+    logger,
 )
 from ._policy import NO_RETRY, RetryPolicy
 
@@ -72,9 +73,13 @@ ATTEMPT = _Attempt()
 
 
 class Read(NamedTuple):
-    """Step: read this response's body into memory."""
+    """Step: read this response's body into memory (by ``deadline``, a
+    ``clock()`` reading, when not ``None``)."""
 
     response: httpx.Response
+    request: httpx.Request
+    deadline: float | None = None
+    clock: Callable[[], float] = time.monotonic
 
 
 class Discard(NamedTuple):
@@ -151,7 +156,11 @@ class RetryCore:
         if RETRY_KEY in extensions:
             policy = resolve_policy(extensions[RETRY_KEY], 'extensions["retry"]')
         idempotency = self.idempotency
-        if idempotency is not None and request.method in idempotency._methods:
+        if (
+            idempotency is not None
+            and request.method in idempotency._methods
+            and client_send.get() is None  # else our Client applied them already
+        ):
             idempotency.apply(request)
         if outer_layer.get() is not None:
             # An enclosing @retry owns the retries (and the budget deposit) of
@@ -229,6 +238,12 @@ class Call:
         self.state = state
 
     @property
+    def deadline_at(self) -> float | None:
+        """The deadline as a ``core.clock()`` reading, if the policy has one."""
+        deadline = self.policy.deadline
+        return None if deadline is None else self.started + deadline
+
+    @property
     def attempts(self) -> int:
         return self.state.attempt_number
 
@@ -248,7 +263,10 @@ class Call:
                 delay = self._after_result(result)
                 if delay is None:
                     if read_body:
-                        error = yield Read(result)
+                        assert self.request is not None
+                        error = yield Read(
+                            result, self.request, self.deadline_at, self.core.clock
+                        )
                         if error is not None:
                             continue  # a failure mid-body is this attempt's outcome
                     self.finish(result)
@@ -333,7 +351,12 @@ class Call:
             )
             log_retry(event)
             if core.on_retry is not None:
-                core.on_retry(event)
+                try:
+                    core.on_retry(event)
+                except Exception:
+                    # A broken callback must not leak the response being
+                    # discarded, nor change what the caller gets.
+                    logger.exception("on_retry callback raised; ignored")
         if decision.delay is None:
             return None
         self.retries.append(verdict.reason)

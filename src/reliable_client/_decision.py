@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Set on a request whose key travels in another header (Idempotency(header=)).
+KEY_HEADER_EXTENSION = "reliable_client.key_header"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 # The request never left this machine: safe to send again, whatever the method.
@@ -143,18 +145,24 @@ def judge_response(
     if response.headers.get(REPLAYED_HEADER, "").lower() == "true":
         # A stored result: asking again gets the same answer.
         return FINAL
+    reason = f"status {status}"
     if status == 409:
         # The server still works on an earlier attempt with the same key.
-        return Verdict(True, "status 409") if keyed else FINAL
-    if keyed and status in (303, 422):
+        if not keyed:
+            return FINAL
+        retry_after = None
+    elif keyed and status in (303, 422):
         # "Already exists", or "key reused with another payload".
         return FINAL
-    reason = f"status {status}"
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-    # 429, and 503 with a Retry-After, say the request was not processed.
-    not_processed = status == 429 or (status == 503 and retry_after is not None)
-    if not (not_processed or _idempotent(request, policy, keyed)):
-        return Verdict(False, reason, retry_after, blocked_by="not_idempotent")
+    else:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
+        # 429, and 503 with a Retry-After, say the request was not processed.
+        not_processed = status == 429 or (status == 503 and retry_after is not None)
+        if not (not_processed or _idempotent(request, policy, keyed)):
+            return Verdict(False, reason, retry_after, blocked_by="not_idempotent")
+    if not body_is_replayable(request):
+        # The body was sent (consumed) whatever the server did with it.
+        return Verdict(False, reason, retry_after, blocked_by="body_not_replayable")
     if policy.respect_retry_after and retry_after is not None:
         if retry_after > policy.max_retry_after:
             return Verdict(False, reason, retry_after, blocked_by="retry_after")
@@ -242,7 +250,7 @@ class RetryIfSafe(retry_base):
             result.request,
             result,
             self.policy,
-            keyed=is_keyed(result.request),
+            keyed=_keyed_as_sent(result.request),
             now=_unix_now(),
         ).retryable
 
@@ -257,7 +265,7 @@ def judge_exception(exc: BaseException, policy: RetryPolicy) -> Verdict:
             request,
             exc.response,
             policy,
-            keyed=is_keyed(request),
+            keyed=_keyed_as_sent(request),
             now=_unix_now(),
         )
     if isinstance(exc, httpx.RequestError):
@@ -268,8 +276,13 @@ def judge_exception(exc: BaseException, policy: RetryPolicy) -> Verdict:
             if reached_server(exc) is False:
                 return Verdict(True, type(exc).__name__)
             return FINAL
-        return judge_error(request, exc, policy, keyed=is_keyed(request))
+        return judge_error(request, exc, policy, keyed=_keyed_as_sent(request))
     return FINAL
+
+
+def _keyed_as_sent(request: httpx.Request) -> bool:
+    header = request.extensions.get(KEY_HEADER_EXTENSION, IDEMPOTENCY_HEADER)
+    return is_keyed(request, header)
 
 
 _unix_now = time.time

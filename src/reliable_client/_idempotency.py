@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from ._context import outer_layer
+from ._decision import IDEMPOTENCY_HEADER, KEY_HEADER_EXTENSION
 from ._uuid7 import uuid7_str
 from ._validation import check_methods, check_token
 
@@ -87,36 +88,50 @@ class Idempotency:
         key = headers.get(self.header)
         rid_header = self.resource_id_header
         rid = headers.get(rid_header) if rid_header is not None else None
+        field_name = self.resource_id_field
         body: dict[str, Any] | None = None
-        if self.resource_id_field is not None:
+        if field_name is not None:
             body = _json_object(request)
-            if body is not None and rid is None:
-                value = body.get(self.resource_id_field)
-                if isinstance(value, str) and value:
-                    rid = value
-                elif isinstance(value, int) and not isinstance(value, bool):
-                    rid = str(value)  # a numeric id: the header carries it too
+            if body is not None:
+                value = body.get(field_name)
+                if value is not None and value != "":
+                    body = None  # the caller's own id stays as it is...
+                    if rid is None and _is_scalar(value):
+                        rid = str(value)  # ...and the header carries it too
         if key is None or rid is None:
             layer = outer_layer.get()
-            if layer is not None:
-                # Inside @retry: the k-th keyed request of every attempt reuses
-                # the pair of the k-th keyed request of the first attempt.
-                pair = layer.journal.next_pair()
-                if pair is None:
-                    pair = (key or self._make("key"), rid or self._make("resource id"))
-                    layer.journal.record(pair)
-                key, rid = key or pair[0], rid or pair[1]
-            else:
+            if layer is None:
                 key = key or self._make("key")
                 rid = rid or self._make("resource id")
+            else:
+                # Inside @retry: every attempt replays the first one's keys.
+                pair = layer.journal.take(
+                    _fingerprint(request),
+                    lambda: (self._make("key"), self._make("resource id")),
+                )
+                key, rid = key or pair[0], rid or pair[1]
         if self.header not in headers:
             headers[self.header] = key
         if rid_header is not None and rid_header not in headers:
             headers[rid_header] = rid
-        field_name = self.resource_id_field
-        if body is not None and field_name is not None and field_name not in body:
-            body[field_name] = rid
+        if body is not None and field_name is not None:
+            body[field_name] = rid  # absent, null or empty: ours to fill
             _replace_json_body(request, body)
+        if self.header != IDEMPOTENCY_HEADER:
+            # Lets the decorator see this request as keyed, as we do.
+            request.extensions = {
+                **request.extensions,
+                KEY_HEADER_EXTENSION: self.header,
+            }
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _fingerprint(request: httpx.Request) -> tuple[str, str, int | None]:
+    content = request.content if isinstance(request.stream, httpx.ByteStream) else None
+    return request.method, str(request.url), None if content is None else hash(content)
 
 
 def _json_object(request: httpx.Request) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ def run(
                 sleep(step)
         elif isinstance(step, Read):
             try:
-                read_body(step.response)
+                read_body(step.response, step.request, step.deadline, step.clock)
             except Exception as exc:
                 reply = exc
         elif isinstance(step, Discard):
@@ -68,7 +68,7 @@ async def arun(
                 await sleep(step)
         elif isinstance(step, Read):
             try:
-                await aread_body(step.response)
+                await aread_body(step.response, step.request, step.deadline, step.clock)
             except Exception as exc:
                 reply = exc
         elif isinstance(step, Discard):
@@ -80,27 +80,54 @@ async def arun(
                 reply = (None, exc)
 
 
-def read_body(response: httpx.Response) -> None:
+def read_body(
+    response: httpx.Response,
+    request: httpx.Request,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
     """Read the raw body into memory, so that a failure mid-body happens here,
-    inside the retry loop.  The client then decodes it as usual."""
+    inside the retry loop.  The client then decodes it as usual.  A body
+    still arriving at ``deadline`` (a ``clock()`` reading) is a ReadTimeout."""
     stream = response.stream
     if isinstance(stream, httpx.ByteStream):
         return  # already in memory
     assert isinstance(stream, httpx.SyncByteStream)
+    chunks = []
     try:
-        content = b"".join(stream)
+        for chunk in stream:
+            chunks.append(chunk)
+            _check_deadline(request, deadline, clock)
     finally:
         stream.close()
-    response.stream = httpx.ByteStream(content)
+    response.stream = httpx.ByteStream(b"".join(chunks))
 
 
-async def aread_body(response: httpx.Response) -> None:
+async def aread_body(
+    response: httpx.Response,
+    request: httpx.Request,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
     stream = response.stream
     if isinstance(stream, httpx.ByteStream):
         return
     assert isinstance(stream, httpx.AsyncByteStream)
+    chunks = []
     try:
-        content = b"".join([chunk async for chunk in stream])
+        async for chunk in stream:
+            chunks.append(chunk)
+            _check_deadline(request, deadline, clock)
     finally:
         await stream.aclose()
-    response.stream = httpx.ByteStream(content)
+    response.stream = httpx.ByteStream(b"".join(chunks))
+
+
+def _check_deadline(
+    request: httpx.Request, deadline: float | None, clock: Callable[[], float]
+) -> None:
+    # Timeouts bound each read; only this bounds a body that trickles in.
+    if deadline is not None and clock() >= deadline:
+        raise httpx.ReadTimeout(
+            "the retry deadline passed while the body was arriving", request=request
+        )

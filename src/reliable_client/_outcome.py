@@ -22,6 +22,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("reliable_client")
+# Like any library: silent unless the application configures logging.
+logger.addHandler(logging.NullHandler())
 
 RECORD_KEY = "reliable_client.record"
 _RECORD_ATTR = "_reliable_client_record"
@@ -122,8 +124,10 @@ def outcome(result: httpx.Response | BaseException) -> Outcome:
         )
     if response is not None:
         record = record or response.extensions.get(RECORD_KEY)
+        # After redirects, the call's key is on the request that began it.
+        first = response.history[0] if response.history else response
         try:
-            request = response.request
+            request = first.request
         except RuntimeError:
             request = None
     record = record or _NO_RECORD
@@ -132,17 +136,28 @@ def outcome(result: httpx.Response | BaseException) -> Outcome:
         key = request.headers.get(record.key_header)
         if record.resource_id_header is not None:
             rid = request.headers.get(record.resource_id_header)
-    keyed = key is not None
     return Outcome(
         attempts=record.attempts,
         retries=record.retries,
         idempotency_key=key,
         resource_id=rid,
-        already_existed=keyed and response is not None and response.status_code == 303,
+        already_existed=response is not None and _answered_see_other(response, record),
         replayed=response is not None
         and response.headers.get(REPLAYED_HEADER, "").lower() == "true",
         stopped_by=record.stopped_by,
     )
+
+
+def _answered_see_other(response: httpx.Response, record: Record) -> bool:
+    """A keyed request was answered 303 (followed or not): it existed already."""
+    for hop in (*response.history, response):
+        if hop.status_code == 303:
+            try:
+                if record.key_header in hop.request.headers:
+                    return True
+            except RuntimeError:  # a response built without a request
+                continue
+    return False
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
             response = self._transport.handle_request(request)
             if core.first_attempt_is_final(response, policy):
                 if read:
-                    read_body(response)
+                    read_body(response, request, _deadline(policy, started), core.clock)
                 return core.finish_first(response)
         except Exception as exc:
             if policy.max_attempts == 1:
@@ -204,7 +204,9 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
             response = await self._transport.handle_async_request(request)
             if core.first_attempt_is_final(response, policy):
                 if read:
-                    await aread_body(response)
+                    await aread_body(
+                        response, request, _deadline(policy, started), core.clock
+                    )
                 return core.finish_first(response)
         except Exception as exc:
             if policy.max_attempts == 1:
@@ -220,3 +222,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def _deadline(policy: RetryPolicy, started: float) -> float | None:
+    return None if policy.deadline is None else started + policy.deadline
