@@ -146,16 +146,15 @@ def judge_response(
         # A stored result: asking again gets the same answer.
         return FINAL
     reason = f"status {status}"
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
     if status == 409:
         # The server still works on an earlier attempt with the same key.
         if not keyed:
             return FINAL
-        retry_after = None
     elif keyed and status in (303, 422):
         # "Already exists", or "key reused with another payload".
         return FINAL
     else:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
         # 429, and 503 with a Retry-After, say the request was not processed.
         not_processed = status == 429 or (status == 503 and retry_after is not None)
         if not (not_processed or _idempotent(request, policy, keyed)):

@@ -1,0 +1,345 @@
+"""The ASGI middleware: claim the key atomically, run once, replay after."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from .._validation import check_bool, check_int, check_methods, check_number
+from .._validation import check_token as check_header_name
+from ._problem import BadKey, parse_key, send_problem
+from ._stores import (
+    Claimed,
+    Completed,
+    IdempotencyStore,
+    InFlight,
+    SQLiteStore,
+    StoredResponse,
+)
+
+__all__ = ["DEFAULT_REPLAY_HEADERS", "IdempotencyMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("reliable_client.server")
+
+#: Response headers stored and replayed by default (lower case).
+DEFAULT_REPLAY_HEADERS: frozenset[str] = frozenset(
+    {
+        "cache-control",
+        "content-language",
+        "content-location",
+        "content-type",
+        "etag",
+        "expires",
+        "last-modified",
+        "link",
+        "location",
+        "vary",
+        "x-client-resource-id",
+    }
+)
+
+# Answers that say "not done, try again": released, never stored, so a
+# retry runs the handler instead of replaying the refusal for 24 hours.
+_NOT_DONE_4XX = frozenset({408, 425, 429})
+# Seconds a client should wait before retrying a 409 or 503 of ours.
+_RETRY_AFTER = 1
+
+
+class IdempotencyMiddleware:
+    """Run each keyed request at most once; replay its response afterwards.
+
+    Args:
+        app: the ASGI application to protect.
+        store: where records live; default ``SQLiteStore()`` (a file in the
+            temp dir shared by the workers of this app on this host).
+        methods: methods that honour the key; default ``{"POST", "PATCH"}``.
+            Other methods pass through untouched.
+        header: the request header carrying the key; default
+            ``"Idempotency-Key"``.
+        required: answer 400 when a request of ``methods`` has no key;
+            default ``False`` (such requests pass through, unprotected).
+        expiry: seconds a completed response is replayed; default 86400.0.
+        lease: seconds a claim survives without its worker; default 30.0.
+            A running handler renews it every ``lease / 3`` seconds, so only
+            a dead worker's claim runs out and can be taken over.
+        scope: ``callable(asgi_scope) -> str`` naming the principal (tenant,
+            user, API key) keys belong to; two principals never share a key.
+            Default: one global scope.  It is hashed, never stored in clear.
+        replay_headers: response headers stored and replayed (case-insensitive);
+            default ``DEFAULT_REPLAY_HEADERS``.  ``Set-Cookie`` is refused.
+        max_key_length: longest key accepted, in characters; default 255.
+        max_body: largest request body buffered, in bytes; default 1 MiB.
+            Larger keyed requests get 413.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: IdempotencyStore | None = None,
+        methods: Iterable[str] = frozenset({"POST", "PATCH"}),
+        header: str = "Idempotency-Key",
+        required: bool = False,
+        expiry: float = 86400.0,
+        lease: float = 30.0,
+        scope: Callable[[Scope], str] | None = None,
+        replay_headers: Iterable[str] = DEFAULT_REPLAY_HEADERS,
+        max_key_length: int = 255,
+        max_body: int = 1024 * 1024,
+    ) -> None:
+        owner = "IdempotencyMiddleware"
+        if store is not None and not isinstance(store, IdempotencyStore):
+            raise TypeError(f"{owner}.store must be an IdempotencyStore")
+        if scope is not None and not callable(scope):
+            raise TypeError(f"{owner}.scope must be a callable or None")
+        if isinstance(replay_headers, (str, bytes)):
+            raise TypeError(f"{owner}.replay_headers must be a collection of names")
+        replay = frozenset(
+            check_header_name(owner, "replay_headers", name).lower()
+            for name in replay_headers
+        )
+        if "set-cookie" in replay:
+            raise ValueError(f"{owner}.replay_headers: Set-Cookie is never replayed")
+        self.app = app
+        self.store = store if store is not None else SQLiteStore()
+        self.methods = check_methods(owner, "methods", methods)
+        self.header = check_header_name(owner, "header", header)
+        self.required = check_bool(owner, "required", required)
+        self.expiry = check_number(owner, "expiry", expiry, allow_minimum=False)
+        self.lease = check_number(owner, "lease", lease, allow_minimum=False)
+        self.replay_headers = replay
+        self.max_key_length = check_int(
+            owner, "max_key_length", max_key_length, minimum=1
+        )
+        self.max_body = check_int(owner, "max_body", max_body, minimum=0)
+        self._principal = scope
+        self._header_bytes = self.header.lower().encode("ascii")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.methods:
+            await self.app(scope, receive, send)
+            return
+        values = [v for k, v in scope["headers"] if k.lower() == self._header_bytes]
+        if not values:
+            if self.required:
+                detail = f"this request needs an {self.header} header"
+                await send_problem(send, 400, detail, code="key-missing")
+            else:
+                await self.app(scope, receive, send)
+            return
+        try:
+            key = parse_key(values, header=self.header, max_length=self.max_key_length)
+        except BadKey as exc:
+            await send_problem(send, 400, str(exc), code="key-malformed")
+            return
+        body = await self._read_body(scope, receive, send)
+        if body is None:
+            return  # answered already, or the client left: nothing ran
+        principal = self._principal(scope) if self._principal is not None else ""
+        record = _digest(json.dumps([principal, key]).encode())
+        try:
+            claim = await self.store.claim(
+                record, _fingerprint(scope, body), lease=self.lease
+            )
+        except Exception:
+            # Without the store we cannot tell whether it already ran: refuse.
+            logger.exception("idempotency store failed to claim a key")
+            detail = "the idempotency store is unavailable; retry later"
+            await send_problem(
+                send, 503, detail, code="store-unavailable", retry_after=_RETRY_AFTER
+            )
+            return
+        if isinstance(claim, Claimed):
+            await self._run(scope, receive, send, record, claim.token, body)
+        elif isinstance(claim, Completed):
+            await self._replay(send, claim.response)
+        elif isinstance(claim, InFlight):
+            detail = f"a request with this {self.header} is still being processed"
+            await send_problem(
+                send, 409, detail, code="key-in-flight", retry_after=_RETRY_AFTER
+            )
+        else:
+            detail = f"this {self.header} was used for a different request"
+            await send_problem(send, 422, detail, code="key-reused")
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> bytes | None:
+        too_large = f"a keyed request body is limited to {self.max_body} bytes"
+        for name, value in scope["headers"]:
+            if (
+                name.lower() == b"content-length"
+                and value.strip().isdigit()
+                and int(value) > self.max_body
+            ):
+                await send_problem(send, 413, too_large, code="body-too-large")
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await send_problem(send, 413, too_large, code="body-too-large")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        record: str,
+        token: str,
+        body: bytes,
+    ) -> None:
+        delivered = False
+
+        async def replay_body() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # e.g. http.disconnect
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        captured = _Captured()
+        renewer = asyncio.create_task(self._renew(record, token))
+        try:
+            await self.app(scope, replay_body, captured.send)
+        except Exception:
+            # The handler failed before answering: a retry may run it again.
+            renewer.cancel()
+            await self._release(record, token)
+            raise
+        finally:
+            # A cancelled (or killed) handler keeps its claim until the lease
+            # runs out: we cannot tell how far it got.
+            renewer.cancel()
+        if captured.status is None or not captured.complete:
+            await self._release(record, token)
+            raise RuntimeError("the ASGI app returned without a complete response")
+        status = captured.status
+        if status >= 500 or status in _NOT_DONE_4XX:
+            # The server says it did not finish: a retry must be able to run.
+            await self._release(record, token)
+        else:
+            stored = StoredResponse(
+                status,
+                tuple(
+                    (name.decode("latin-1").lower(), value.decode("latin-1"))
+                    for name, value in captured.headers
+                    if name.decode("latin-1").lower() in self.replay_headers
+                ),
+                b"".join(captured.body),
+            )
+            try:
+                owned = await self.store.complete(
+                    record, token, stored, expiry=self.expiry
+                )
+            except Exception:
+                # It ran; answering is still right.  A retry after the lease
+                # may run it again: the store was down, nothing can prevent it.
+                logger.exception("idempotency store failed to save a response")
+            else:
+                if not owned:
+                    logger.warning(
+                        "idempotency lease was lost before the response was saved"
+                        " (renewals failed, or the worker stalled past the lease)"
+                    )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": captured.headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": b"".join(captured.body)})
+
+    async def _replay(self, send: Send, response: StoredResponse) -> None:
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.headers
+            if name in self.replay_headers
+        ]
+        headers += [
+            (b"content-length", str(len(response.body)).encode()),
+            (b"idempotent-replayed", b"true"),
+        ]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": headers,
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _renew(self, record: str, token: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                if not await self.store.extend(record, token, lease=self.lease):
+                    return
+            except Exception:
+                logger.warning(
+                    "idempotency store failed to renew a lease", exc_info=True
+                )
+
+    async def _release(self, record: str, token: str) -> None:
+        try:
+            await self.store.release(record, token)
+        except Exception:
+            # The lease will free the key instead.
+            logger.exception("idempotency store failed to release a claim")
+
+
+class _Captured:
+    """The app's response, held back until the store has it."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.complete = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body":
+            self.body.append(bytes(message.get("body", b"")))
+            self.complete = not message.get("more_body", False)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fingerprint(scope: Scope, body: bytes) -> str:
+    """sha256 over method, path, query and body, each length-prefixed."""
+    digest = hashlib.sha256()
+    path = scope.get("root_path", "") + scope["path"]
+    for part in (
+        scope["method"].encode("ascii", "backslashreplace"),
+        path.encode("utf-8", "backslashreplace"),
+        bytes(scope.get("query_string", b"")),
+        body,
+    ):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
