@@ -1,0 +1,135 @@
+"""``python -m benchmarks [--quick] [--only NAME] [--markdown FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+
+from .contestants import ASYNC_CONTESTANTS, CONFIG, CONTESTANTS, quiet_loggers
+from .measure import MEASUREMENTS, Options
+from .report import Report, Table
+from .servers import BenchServer
+
+SWITCH_INTERVAL = 0.0005
+
+_PACKAGES = (
+    "reliable-client",
+    "httpx",
+    "httpcore",
+    "tenacity",
+    "httpx-retries",
+    "stamina",
+    "retryhttp",
+    "requests",
+    "urllib3",
+    "psutil",
+)
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _machine() -> str:
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {load} at start; Python {platform.python_version()} "
+        f"({platform.python_implementation()})"
+    )
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="reliable_client against plain httpx and peer retry libraries. "
+        "Prints every measurement beside its target; never asserts.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller runs (about 40 s), for smoke tests",
+    )
+    parser.add_argument(
+        "--only",
+        choices=sorted(MEASUREMENTS),
+        action="append",
+        metavar="NAME",
+        help=f"run only this measurement (repeatable): {', '.join(MEASUREMENTS)}",
+    )
+    parser.add_argument(
+        "--markdown", metavar="FILE", help="also write the results as Markdown to FILE"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    opts = Options.make(quick=args.quick)
+    quiet_loggers()
+    # The server shares this process: with CPython's default 5 ms switch
+    # interval a busy event loop (64 tasks) keeps the server thread waiting for
+    # the GIL up to 5 ms per hand-off.  A shorter interval lets it answer.
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    report = Report()
+    started = time.perf_counter()
+    mode = "--quick" if opts.quick else "default (full)"
+    report.preamble.extend(
+        [
+            f"Run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, mode {mode}, "
+            "one process, all traffic on 127.0.0.1.",
+            "",
+            f"Machine: {_machine()}.",
+            "",
+            "Versions: "
+            + ", ".join(f"{name} {_version(name)}" for name in _PACKAGES)
+            + ".",
+            "",
+            f"Shared retry configuration: {CONFIG.describe()}.",
+            "",
+            "The loopback server runs in a thread of this process (a selector "
+            f"loop); sys.setswitchinterval({SWITCH_INTERVAL}) so that it gets the "
+            "GIL promptly.",
+        ]
+    )
+    for line in report.preamble:
+        if line:
+            print(line)
+    print()
+    lineup = Table("Contestants", ["contestant", "configuration"], align="ll")
+    for c in CONTESTANTS:
+        lineup.add(c.name, c.config)
+    for a in ASYNC_CONTESTANTS:
+        lineup.add(f"{a.name} (async)", a.config)
+    report.emit(lineup)
+
+    names = args.only or list(MEASUREMENTS)
+    with BenchServer() as server:
+        for name in names:
+            t0 = time.perf_counter()
+            MEASUREMENTS[name](opts, server, report)
+            print(f"[{name}: {time.perf_counter() - t0:.1f} s]\n", flush=True)
+    total = time.perf_counter() - started
+    print(f"Total: {total:.1f} s")
+    report.preamble.append("")
+    report.preamble.append(f"Total runtime: {total:.0f} s.")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as out:
+            out.write(report.markdown("Benchmark results"))
+        print(f"Markdown written to {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Tables: printed to stdout as they are made, and rendered as Markdown."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+__all__ = ["Report", "Table", "verdict"]
+
+
+def verdict(value: float, target: float, noise: float = 0.0) -> str:
+    """``met`` when ``value <= target``; a miss smaller than the A/A noise is not
+    a result, and says so; anything else is ``MISSED``."""
+    if value <= target:
+        return "met"
+    if value <= target + noise:
+        return "missed, within A/A noise"
+    return "MISSED"
+
+
+def verdict_at_least(value: float, target: float) -> str:
+    return "met" if value >= target else "MISSED"
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    #: per column "l" or "r"; default: first column left, the others right
+    align: str = ""
+
+    def add(self, *cells: object) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    def _align(self) -> str:
+        return self.align or "l" + "r" * (len(self.headers) - 1)
+
+    def text(self) -> str:
+        widths = [len(h) for h in self.headers]
+        for row in self.rows:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], len(cell))
+
+        align = self._align()
+
+        def line(cells: list[str]) -> str:
+            out = []
+            for i, cell in enumerate(cells):
+                left = align[i] == "l"
+                out.append(cell.ljust(widths[i]) if left else cell.rjust(widths[i]))
+            return "  ".join(out).rstrip()
+
+        parts = [self.title, "=" * len(self.title), line(self.headers)]
+        parts.append("  ".join("-" * w for w in widths))
+        parts.extend(line(row) for row in self.rows)
+        parts.extend(f"  * {note}" for note in self.notes)
+        return "\n".join(parts)
+
+    def markdown(self) -> str:
+        def esc(cell: str) -> str:
+            return cell.replace("|", "\\|")
+
+        parts = [f"### {self.title}", ""]
+        parts.append("| " + " | ".join(esc(h) for h in self.headers) + " |")
+        aligns = ["---" if a == "l" else "---:" for a in self._align()]
+        parts.append("| " + " | ".join(aligns) + " |")
+        parts.extend("| " + " | ".join(esc(c) for c in row) + " |" for row in self.rows)
+        if self.notes:
+            parts.append("")
+            parts.extend(f"- {note}" for note in self.notes)
+        return "\n".join(parts)
+
+
+@dataclass
+class Report:
+    preamble: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    out: TextIO = sys.stdout
+
+    def emit(self, table: Table) -> None:
+        self.tables.append(table)
+        print(table.text(), file=self.out)
+        print(file=self.out, flush=True)
+
+    def markdown(self, title: str) -> str:
+        parts = [f"# {title}", ""]
+        parts.extend(self.preamble)
+        parts.append("")
+        for table in self.tables:
+            parts.append(table.markdown())
+            parts.append("")
+        return "\n".join(parts)
