@@ -139,7 +139,9 @@ class RetryBudget:
         self._clock = clock
         self._slice = self.ttl / SLOTS
         self._lock = threading.Lock()
-        self._windows: dict[str, _Window] = {}
+        self._shared = _Window(math.floor(clock() / self._slice))
+        # One window per host, or the shared one under the key "".
+        self._windows: dict[str, _Window] = {} if per_host else {"": self._shared}
         self._first_attempts = 0
         self._retries = 0
         self._refused = 0
@@ -152,12 +154,16 @@ class RetryBudget:
         )
 
     def _window(self, host: str | None) -> _Window:
-        key = (host or "") if self.per_host else ""
         slot = math.floor(self._clock() / self._slice)
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = _Window(slot)
+        if self.per_host:
+            key = host or ""
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window(slot)
+                return window
         else:
+            window = self._shared
+        if slot > window.slot:
             window.advance(slot)
         return window
 

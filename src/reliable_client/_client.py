@@ -94,7 +94,13 @@ class _RetryClientMixin:
                 headers.pop(idempotency.resource_id_header, None)
         return headers
 
-    def _retrying_transport(self, transport: Any, kind: Any) -> Any:
+    _retry_transport_class: Any
+
+    _httpx_transport_for_url: Any
+
+    def _transport_for_url(self, url: URL) -> Any:
+        transport = self._httpx_transport_for_url(url)
+        kind = self._retry_transport_class
         if client_send.get() is None or isinstance(transport, kind):
             # Not one of our sends, or retrying already: wrapping it again
             # would multiply attempts.
@@ -148,6 +154,9 @@ class Client(_RetryClientMixin, httpx.Client):
     the body is retried too, under the same rules, key and budget.
     """
 
+    _retry_transport_class = RetryTransport
+    _httpx_transport_for_url = httpx.Client._transport_for_url
+
     def __init__(
         self,
         *,
@@ -167,12 +176,6 @@ class Client(_RetryClientMixin, httpx.Client):
             or on_retry is not None
         )
         self._adopt(self._transport, RetryTransport, "Client", configured)
-
-    def _transport_for_url(self, url: URL) -> httpx.BaseTransport:
-        transport = super()._transport_for_url(url)
-        return cast(
-            httpx.BaseTransport, self._retrying_transport(transport, RetryTransport)
-        )
 
     def request(
         self,
@@ -206,7 +209,7 @@ class Client(_RetryClientMixin, httpx.Client):
             auth=auth,
             follow_redirects=follow_redirects,
             timeout=timeout,
-            extensions=_with_retry(extensions, retry),
+            extensions=extensions if retry is None else _with_retry(extensions, retry),
         )
 
     @contextmanager
@@ -246,7 +249,7 @@ class Client(_RetryClientMixin, httpx.Client):
             auth=auth,
             follow_redirects=follow_redirects,
             timeout=timeout,
-            extensions=_with_retry(extensions, retry),
+            extensions=extensions if retry is None else _with_retry(extensions, retry),
         ) as response:
             yield response
 
@@ -512,6 +515,9 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
     the body is retried too, under the same rules, key and budget.
     """
 
+    _retry_transport_class = AsyncRetryTransport
+    _httpx_transport_for_url = httpx.AsyncClient._transport_for_url
+
     def __init__(
         self,
         *,
@@ -531,13 +537,6 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             or on_retry is not None
         )
         self._adopt(self._transport, AsyncRetryTransport, "AsyncClient", configured)
-
-    def _transport_for_url(self, url: URL) -> httpx.AsyncBaseTransport:
-        transport = super()._transport_for_url(url)
-        return cast(
-            httpx.AsyncBaseTransport,
-            self._retrying_transport(transport, AsyncRetryTransport),
-        )
 
     async def request(
         self,
@@ -571,7 +570,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             auth=auth,
             follow_redirects=follow_redirects,
             timeout=timeout,
-            extensions=_with_retry(extensions, retry),
+            extensions=extensions if retry is None else _with_retry(extensions, retry),
         )
 
     @asynccontextmanager
@@ -611,7 +610,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             auth=auth,
             follow_redirects=follow_redirects,
             timeout=timeout,
-            extensions=_with_retry(extensions, retry),
+            extensions=extensions if retry is None else _with_retry(extensions, retry),
         ) as response:
             yield response
 

@@ -1,8 +1,8 @@
 """The retry engine shared by the sync and async transports.
 
-A transport sends the first attempt itself and looks at the result with
-:meth:`RetryCore.first_attempt_is_final`, which costs a set lookup.  Only when
-that attempt failed does it create a :class:`Call`, which keeps the state of
+A transport sends the first attempt itself and looks at its status, which
+costs a set lookup.  Only when that attempt failed does it create a
+:class:`Call`, which keeps the state of
 the retries and asks the decision core (:mod:`._decision`) what to do.  The
 sync and async loops differ only in how they send, read and sleep.
 """
@@ -33,7 +33,6 @@ from ._decision import (
 from ._idempotency import Idempotency
 from ._outcome import (
     DEFAULT_RESOURCE_ID_HEADER,
-    RECORD_KEY,
     Counters,
     OnRetry,
     Record,
@@ -167,7 +166,8 @@ class RetryCore:
             # this call: one attempt here.
             self.counters.count_call()
             return NO_RETRY
-        policy = self.begin_call(policy, request.url.host)
+        budget = self.budget
+        policy = self.begin_call(policy, request.url.host if budget.per_host else None)
         if policy.deadline is not None:
             _cap_timeouts(request, policy.deadline)
         return policy
@@ -175,25 +175,16 @@ class RetryCore:
     def begin_call(self, policy: RetryPolicy, host: str | None) -> RetryPolicy:
         """Count a call and its first attempt; return ``policy`` as testing
         mode allows it."""
-        self.counters.count_call()
+        counters = self.counters
+        with counters.lock:
+            counters.calls += 1
+            counters.attempts += 1
         self.budget.deposit(host)
         if _testing_state._current is not None:
             capped = _testing_state.cap_attempts(policy.max_attempts)
             if capped != policy.max_attempts:
                 policy = policy.replace(max_attempts=capped)
         return policy
-
-    def first_attempt_is_final(
-        self, response: httpx.Response, policy: RetryPolicy
-    ) -> bool:
-        status = response.status_code
-        return policy.max_attempts == 1 or (
-            status not in policy._statuses and status != 409
-        )
-
-    def finish_first(self, response: httpx.Response) -> httpx.Response:
-        response.extensions[RECORD_KEY] = self.first_try
-        return response
 
 
 class Call:
@@ -326,7 +317,11 @@ class Call:
         core = self.core
         state = self.state
         elapsed = (state.outcome_timestamp or self.started) - self.started
-        host = self.request.url.host if self.request is not None else None
+        host = (
+            self.request.url.host
+            if self.request is not None and core.budget.per_host
+            else None
+        )
         decision: Decision = decide(
             verdict,
             self.policy,

@@ -11,7 +11,7 @@ import httpx
 
 from ._context import outer_layer
 from ._decision import IDEMPOTENCY_HEADER, KEY_HEADER_EXTENSION
-from ._uuid7 import uuid7_str
+from ._uuid7 import uuid7_pair_str, uuid7_str
 from ._validation import check_methods, check_token
 
 __all__ = ["Idempotency"]
@@ -49,6 +49,10 @@ class Idempotency:
     resource_id_field: str | None = None
 
     _methods: frozenset[str] = field(init=False, repr=False, compare=False)
+    _header_lower: bytes = field(init=False, repr=False, compare=False)
+    _rid_header_lower: bytes | None = field(init=False, repr=False, compare=False)
+    _header_raw: bytes = field(init=False, repr=False, compare=False)
+    _rid_header_raw: bytes | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_token(_OWNER, "header", self.header)
@@ -62,6 +66,16 @@ class Idempotency:
             )
         if self.resource_id_header is not None:
             check_token(_OWNER, "resource_id_header", self.resource_id_header)
+        # Header names as httpx stores them, worked out once.
+        rid_header = self.resource_id_header
+        object.__setattr__(self, "_header_raw", self.header.encode("ascii"))
+        object.__setattr__(self, "_header_lower", self._header_raw.lower())
+        object.__setattr__(
+            self, "_rid_header_raw", rid_header and rid_header.encode("ascii")
+        )
+        object.__setattr__(
+            self, "_rid_header_lower", rid_header and rid_header.lower().encode()
+        )
         if self.resource_id_field is not None and (
             not isinstance(self.resource_id_field, str) or not self.resource_id_field
         ):
@@ -72,6 +86,12 @@ class Idempotency:
 
     def applies_to(self, request: httpx.Request) -> bool:
         return request.method in self._methods
+
+    def _new_pair(self) -> tuple[str, str]:
+        """A fresh (key, resource id)."""
+        if self.key_factory is uuid7_str:
+            return uuid7_pair_str()  # the default: both under one lock
+        return self._make("key"), self._make("resource id")
 
     def _make(self, what: str) -> str:
         value = self.key_factory()
@@ -85,9 +105,8 @@ class Idempotency:
     def apply(self, request: httpx.Request) -> None:
         """Give ``request`` its key and resource id, keeping the caller's."""
         headers = request.headers
-        key = headers.get(self.header)
-        rid_header = self.resource_id_header
-        rid = headers.get(rid_header) if rid_header is not None else None
+        key, rid = _find(headers, self._header_lower, self._rid_header_lower)
+        rid_in_header = rid is not None
         field_name = self.resource_id_field
         body: dict[str, Any] | None = None
         if field_name is not None:
@@ -101,19 +120,21 @@ class Idempotency:
         if key is None or rid is None:
             layer = outer_layer.get()
             if layer is None:
-                key = key or self._make("key")
-                rid = rid or self._make("resource id")
+                pair = self._new_pair()
             else:
                 # Inside @retry: every attempt replays the first one's keys.
-                pair = layer.journal.take(
-                    _fingerprint(request),
-                    lambda: (self._make("key"), self._make("resource id")),
+                pair = layer.journal.take(_fingerprint(request), self._new_pair)
+            if key is None:
+                key = pair[0]
+                # Known absent: appended as httpx stores headers, no lookup.
+                headers._list.append(
+                    (self._header_raw, self._header_lower, key.encode())
                 )
-                key, rid = key or pair[0], rid or pair[1]
-        if self.header not in headers:
-            headers[self.header] = key
-        if rid_header is not None and rid_header not in headers:
-            headers[rid_header] = rid
+            rid = rid or pair[1]
+        if not rid_in_header and self._rid_header_raw and self._rid_header_lower:
+            headers._list.append(
+                (self._rid_header_raw, self._rid_header_lower, rid.encode())
+            )
         if body is not None and field_name is not None:
             body[field_name] = rid  # absent, null or empty: ours to fill
             _replace_json_body(request, body)
@@ -123,6 +144,21 @@ class Idempotency:
                 **request.extensions,
                 KEY_HEADER_EXTENSION: self.header,
             }
+
+
+def _find(
+    headers: httpx.Headers, key_name: bytes, rid_name: bytes | None
+) -> tuple[str | None, str | None]:
+    """The values of two headers (lower-case names), in one pass."""
+    key = rid = None
+    # httpx keeps (raw name, lower-case name, value) triples; one scan of them
+    # costs less than a lookup per header, on every keyed request.
+    for _, name, value in headers._list:
+        if name == key_name:
+            key = value.decode(headers.encoding)
+        elif name == rid_name:
+            rid = value.decode(headers.encoding)
+    return key, rid
 
 
 def _is_scalar(value: object) -> bool:

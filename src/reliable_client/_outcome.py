@@ -216,16 +216,16 @@ class Counters:
     """Thread-safe counters behind :class:`ClientStats`."""
 
     __slots__ = (
-        "_lock",
         "attempts",
         "calls",
         "gave_up",
+        "lock",
         "refused_by_budget",
         "retries",
     )
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.calls = 0
         self.attempts = 0
         self.retries = 0
@@ -233,22 +233,22 @@ class Counters:
         self.gave_up = 0
 
     def count_call(self) -> None:
-        with self._lock:
+        with self.lock:
             self.calls += 1
             self.attempts += 1
 
     def count_retry(self) -> None:
-        with self._lock:
+        with self.lock:
             self.attempts += 1
             self.retries += 1
 
     def count_end(self, *, gave_up: bool, refused: bool) -> None:
-        with self._lock:
+        with self.lock:
             self.gave_up += gave_up
             self.refused_by_budget += refused
 
     def snapshot(self) -> ClientStats:
-        with self._lock:
+        with self.lock:
             return ClientStats(
                 calls=self.calls,
                 attempts=self.attempts,

@@ -12,7 +12,7 @@ from ._budget import RetryBudget
 from ._core import Call, RetryCore, client_send
 from ._idempotency import Idempotency
 from ._loop import aread_body, arun, read_body, run
-from ._outcome import ClientStats, OnRetry, request_label
+from ._outcome import RECORD_KEY, ClientStats, OnRetry, request_label
 from ._policy import RetryPolicy
 
 __all__ = ["AsyncRetryTransport", "RetryTransport"]
@@ -115,24 +115,39 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         core = self._core
         policy = core.prepare(request)
         started = core.clock()
-        read = policy.max_attempts > 1 and client_send.get() is True
-        response: httpx.Response | None = None
-        error: Exception | None = None
         try:
             response = self._transport.handle_request(request)
-            if core.first_attempt_is_final(response, policy):
-                if read:
-                    read_body(response, request, _deadline(policy, started), core.clock)
-                return core.finish_first(response)
         except Exception as exc:
             if policy.max_attempts == 1:
                 raise
-            error = exc
-        call = Call(core, request, policy, started, label=request_label(request))
+            return self._retry(request, policy, started, None, exc)
+        if policy.max_attempts == 1:
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        status = response.status_code
+        if status not in policy._statuses and status != 409:
+            # The first attempt answered: the common case, kept cheap.
+            if client_send.get() and not isinstance(response.stream, httpx.ByteStream):
+                try:
+                    read_body(response, request, _deadline(policy, started), core.clock)
+                except Exception as exc:
+                    return self._retry(request, policy, started, None, exc)
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        return self._retry(request, policy, started, response, None)
+
+    def _retry(
+        self,
+        request: httpx.Request,
+        policy: RetryPolicy,
+        started: float,
+        response: httpx.Response | None,
+        error: Exception | None,
+    ) -> httpx.Response:
+        call = Call(self._core, request, policy, started, label=request_label(request))
+        steps = call.steps(response, error, read_body=client_send.get() is True)
         result: httpx.Response = run(
-            call.steps(response, error, read_body=read),
-            lambda: self._transport.handle_request(request),
-            self._sleep,
+            steps, lambda: self._transport.handle_request(request), self._sleep
         )
         return result
 
@@ -197,26 +212,41 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         core = self._core
         policy = core.prepare(request)
         started = core.clock()
-        read = policy.max_attempts > 1 and client_send.get() is True
-        response: httpx.Response | None = None
-        error: Exception | None = None
         try:
             response = await self._transport.handle_async_request(request)
-            if core.first_attempt_is_final(response, policy):
-                if read:
-                    await aread_body(
-                        response, request, _deadline(policy, started), core.clock
-                    )
-                return core.finish_first(response)
         except Exception as exc:
             if policy.max_attempts == 1:
                 raise
-            error = exc
-        call = Call(core, request, policy, started, label=request_label(request))
+            return await self._retry(request, policy, started, None, exc)
+        if policy.max_attempts == 1:
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        status = response.status_code
+        if status not in policy._statuses and status != 409:
+            # The first attempt answered: the common case, kept cheap.
+            if client_send.get() and not isinstance(response.stream, httpx.ByteStream):
+                try:
+                    await aread_body(
+                        response, request, _deadline(policy, started), core.clock
+                    )
+                except Exception as exc:
+                    return await self._retry(request, policy, started, None, exc)
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        return await self._retry(request, policy, started, response, None)
+
+    async def _retry(
+        self,
+        request: httpx.Request,
+        policy: RetryPolicy,
+        started: float,
+        response: httpx.Response | None,
+        error: Exception | None,
+    ) -> httpx.Response:
+        call = Call(self._core, request, policy, started, label=request_label(request))
+        steps = call.steps(response, error, read_body=client_send.get() is True)
         result: httpx.Response = await arun(
-            call.steps(response, error, read_body=read),
-            lambda: self._transport.handle_async_request(request),
-            self._sleep,
+            steps, lambda: self._transport.handle_async_request(request), self._sleep
         )
         return result
 

@@ -34,7 +34,7 @@ import uuid
 if sys.version_info < (3, 14):
     import uuid6
 
-__all__ = ["uuid7", "uuid7_str"]
+__all__ = ["uuid7", "uuid7_pair_str", "uuid7_str"]
 
 _COUNTER_BITS = 42
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
@@ -77,30 +77,35 @@ def _random_bits(nbytes: int) -> int:
     return int.from_bytes(_pool[at : at + nbytes], "big")
 
 
-def _uuid7_int() -> int:
+def _uuid7_ints(count: int) -> list[int]:
+    """``count`` new UUIDv7 values as ints, under one lock and one clock read."""
     global _last_ms, _counter
     now_ms = time.time_ns() // 1_000_000
+    values = []
     with _lock:
-        if now_ms > _last_ms:
-            _last_ms = now_ms
-            _counter = _random_bits(6) & _COUNTER_SEED_MASK
-        else:
-            # Same millisecond, or the wall clock stepped back: keep the last
-            # timestamp and count, so the order stays monotonic.
-            _counter += 1
-            if _counter > _COUNTER_MAX:
-                _last_ms += 1
+        tails = _random_bits(4 * count)
+        for _ in range(count):
+            if now_ms > _last_ms:
+                _last_ms = now_ms
                 _counter = _random_bits(6) & _COUNTER_SEED_MASK
-        unix_ts_ms, counter = _last_ms, _counter
-        tail = _random_bits(4)
-    return (
-        (unix_ts_ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76  # version
-        | (counter >> 30) << 64  # rand_a: the counter's high 12 bits
-        | 0b10 << 62  # variant
-        | (counter & 0x3FFF_FFFF) << 32  # the counter's low 30 bits
-        | tail
-    )
+            else:
+                # Same millisecond, or the wall clock stepped back: keep the
+                # last timestamp and count, so the order stays monotonic.
+                _counter += 1
+                if _counter > _COUNTER_MAX:
+                    _last_ms += 1
+                    _counter = _random_bits(6) & _COUNTER_SEED_MASK
+            counter = _counter
+            values.append(
+                (_last_ms & 0xFFFF_FFFF_FFFF) << 80
+                | 0x7 << 76  # version
+                | (counter >> 30) << 64  # rand_a: the counter's high 12 bits
+                | 0b10 << 62  # variant
+                | (counter & 0x3FFF_FFFF) << 32  # the counter's low 30 bits
+                | (tails & 0xFFFF_FFFF)  # 32 fresh random bits
+            )
+            tails >>= 32
+    return values
 
 
 if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
@@ -113,8 +118,8 @@ if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
             result: uuid.UUID = _stdlib_uuid7()
         return result
 
-    def _next_int() -> int:
-        return uuid7().int
+    def _next_ints(count: int) -> list[int]:
+        return [uuid7().int for _ in range(count)]
 
 else:
 
@@ -122,12 +127,23 @@ else:
         """Return a new UUIDv7."""
         # uuid6.UUID reads a v7 timestamp back through ``.time`` (milliseconds),
         # which the stdlib UUID of Python < 3.14 cannot.
-        return uuid6.UUID(int=_uuid7_int())
+        return uuid6.UUID(int=_uuid7_ints(1)[0])
 
-    _next_int = _uuid7_int
+    _next_ints = _uuid7_ints
+
+
+def _canonical(value: int) -> str:
+    h = value.to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7_str() -> str:
     """Return a new UUIDv7 as its canonical 36-character string."""
-    h = f"{_next_int():032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _canonical(_next_ints(1)[0])
+
+
+def uuid7_pair_str() -> tuple[str, str]:
+    """Two new UUIDv7 strings (an idempotency key and a resource id) for the
+    price of one clock read and one lock."""
+    first, second = _next_ints(2)
+    return _canonical(first), _canonical(second)
