@@ -138,16 +138,37 @@ def _status_of(exc: httpx.HTTPStatusError) -> int:
     return exc.response.status_code
 
 
+def _direct(client: httpx.Client) -> Caller:
+    """A caller that sends once through ``client`` and returns the status."""
+
+    def call(method: str, url: str, body: Body) -> int:
+        return client.request(method, url, json=body).status_code
+
+    return Caller(call, client.close, client)
+
+
+def _statuses_returned(
+    send: Callable[[str, str, Body], int], client: httpx.Client
+) -> Caller:
+    """A caller around a retrying ``send`` that raises for a bad status: the
+    last status is returned, as the other contestants return it."""
+
+    def call(method: str, url: str, body: Body) -> int:
+        try:
+            return send(method, url, body)
+        except httpx.HTTPStatusError as exc:
+            return _status_of(exc)
+
+    return Caller(call, client.close, client)
+
+
 # -- sync contestants ------------------------------------------------------------
 
 
 def _plain(transport: httpx.BaseTransport | None) -> Caller:
     client = _client(transport)
 
-    def call(method: str, url: str, body: Body) -> int:
-        return client.request(method, url, json=body).status_code
-
-    return Caller(call, client.close, client)
+    return _direct(client)
 
 
 def _httpx_transport_retries(transport: httpx.BaseTransport | None) -> Caller:
@@ -155,10 +176,7 @@ def _httpx_transport_retries(transport: httpx.BaseTransport | None) -> Caller:
         raise ValueError("HTTPTransport(retries=3) cannot wrap another transport")
     client = httpx.Client(transport=httpx.HTTPTransport(retries=3))
 
-    def call(method: str, url: str, body: Body) -> int:
-        return client.request(method, url, json=body).status_code
-
-    return Caller(call, client.close, client)
+    return _direct(client)
 
 
 def _httpx_retries(defaults: bool) -> Factory:
@@ -179,10 +197,7 @@ def _httpx_retries(defaults: bool) -> Factory:
             transport=httpx_retries.RetryTransport(transport=inner, retry=retry)
         )
 
-        def call(method: str, url: str, body: Body) -> int:
-            return client.request(method, url, json=body).status_code
-
-        return Caller(call, client.close, client)
+        return _direct(client)
 
     return make
 
@@ -242,13 +257,7 @@ def _stamina(transport: httpx.BaseTransport | None) -> Caller:
         response.raise_for_status()
         return response.status_code
 
-    def call(method: str, url: str, body: Body) -> int:
-        try:
-            return send(method, url, body)
-        except httpx.HTTPStatusError as exc:
-            return _status_of(exc)
-
-    return Caller(call, client.close, client)
+    return _statuses_returned(send, client)
 
 
 def _retryhttp(transport: httpx.BaseTransport | None) -> Caller:
@@ -275,13 +284,7 @@ def _retryhttp(transport: httpx.BaseTransport | None) -> Caller:
         response.raise_for_status()
         return response.status_code
 
-    def call(method: str, url: str, body: Body) -> int:
-        try:
-            return send(method, url, body)
-        except httpx.HTTPStatusError as exc:
-            return _status_of(exc)
-
-    return Caller(call, client.close, client)
+    return _statuses_returned(send, client)
 
 
 def _requests_urllib3(transport: httpx.BaseTransport | None) -> Caller:
@@ -314,10 +317,7 @@ def _rc_client(transport: httpx.BaseTransport | None) -> Caller:
         else reliable_client.Client(retry=RC_POLICY)
     )
 
-    def call(method: str, url: str, body: Body) -> int:
-        return client.request(method, url, json=body).status_code
-
-    return Caller(call, client.close, client)
+    return _direct(client)
 
 
 def _rc_transport(transport: httpx.BaseTransport | None) -> Caller:
@@ -326,10 +326,7 @@ def _rc_transport(transport: httpx.BaseTransport | None) -> Caller:
         transport=reliable_client.RetryTransport(inner, retry=RC_POLICY)
     )
 
-    def call(method: str, url: str, body: Body) -> int:
-        return client.request(method, url, json=body).status_code
-
-    return Caller(call, client.close, client)
+    return _direct(client)
 
 
 _SHARED = f"shared config ({CONFIG.attempts} attempts, tiny backoff)"
