@@ -234,10 +234,6 @@ class Call:
         deadline = self.policy.deadline
         return None if deadline is None else self.started + deadline
 
-    @property
-    def attempts(self) -> int:
-        return self.state.attempt_number
-
     def steps(
         self, result: Any, error: Exception | None, *, read_body: bool = False
     ) -> Generator[Step, Any, Any]:

@@ -189,11 +189,6 @@ class RetryPolicy:
 
     evolve = replace
 
-    @property
-    def enabled(self) -> bool:
-        """True when the policy allows more than one attempt."""
-        return self.max_attempts > 1
-
 
 def _check_statuses(value: object) -> frozenset[int]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
