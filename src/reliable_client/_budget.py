@@ -91,10 +91,6 @@ class _Window:
             self.deposits[entry] = 0
             self.withdrawals[entry] = 0
 
-    def deposit(self) -> None:
-        self.deposits[self.slot % (SLOTS + 1)] += 1
-        self.deposited += 1
-
     def balance(self, ratio: float, reserve: float) -> float:
         return reserve + ratio * self.deposited - self.withdrawn
 
@@ -170,7 +166,16 @@ class RetryBudget:
     def deposit(self, host: str | None = None) -> None:
         """Record a first attempt (earns ``ratio`` of a retry for ``ttl``)."""
         with self._lock:
-            self._window(host).deposit()
+            if self.per_host:
+                window = self._window(host)
+            else:
+                # Every request passes here: the shared window, inline.
+                window = self._shared
+                slot = math.floor(self._clock() / self._slice)
+                if slot > window.slot:
+                    window.advance(slot)
+            window.deposits[window.slot % (SLOTS + 1)] += 1
+            window.deposited += 1
             self._first_attempts += 1
 
     def try_spend(self, host: str | None = None) -> bool:
