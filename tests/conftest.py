@@ -18,6 +18,7 @@ from reliable_client.server import (
     SQLiteStore,
 )
 
+from .callers import api, kind, make  # noqa: F401 - fixtures for the sync/async tests
 from .loopback import LoopbackServer, serve
 
 # The package's pytest plugin, loaded here rather than by its entry point (which

@@ -19,7 +19,8 @@ import reliable_client as rc
 from reliable_client import testing
 from reliable_client._decision import Decision, decide, judge_error, judge_response
 
-BASE = "https://api.test"
+from .callers import BASE, Caller
+
 NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 MAYBE_SENT = (
     httpx.ReadTimeout,
@@ -32,53 +33,6 @@ pytestmark = pytest.mark.usefixtures("no_sleep")
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-class Caller:
-    """A Client or an AsyncClient behind one awaitable ``request``."""
-
-    def __init__(self, kind: str, **kwargs: Any) -> None:
-        self.client: rc.Client | rc.AsyncClient
-        if kind == "sync":
-            self.client = rc.Client(**kwargs)
-        else:
-            self.client = rc.AsyncClient(**kwargs)
-
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        if isinstance(self.client, rc.Client):
-            return self.client.request(method, url, **kwargs)
-        return await self.client.request(method, url, **kwargs)
-
-    async def close(self) -> None:
-        if isinstance(self.client, rc.Client):
-            self.client.close()
-        else:
-            await self.client.aclose()
-
-
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def make(kind: str) -> AsyncIterator[Callable[..., Caller]]:
-    made: list[Caller] = []
-
-    def factory(**kwargs: Any) -> Caller:
-        caller = Caller(kind, **kwargs)
-        made.append(caller)
-        return caller
-
-    yield factory
-    for caller in made:
-        await caller.close()
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as router:
-        yield router
 
 
 class SyncTracked(httpx.SyncByteStream):
