@@ -421,6 +421,20 @@ def _aclient(
     return httpx.AsyncClient(limits=limits)
 
 
+def _astatuses_returned(
+    send: Callable[[str, str, Body], Awaitable[int]], client: httpx.AsyncClient
+) -> AsyncCaller:
+    """The async twin of :func:`_statuses_returned`."""
+
+    async def call(method: str, url: str, body: Body) -> int:
+        try:
+            return await send(method, url, body)
+        except httpx.HTTPStatusError as exc:
+            return _status_of(exc)
+
+    return AsyncCaller(call, client.aclose, client)
+
+
 def _a_plain(
     transport: httpx.AsyncBaseTransport | None, limits: httpx.Limits
 ) -> AsyncCaller:
@@ -508,13 +522,7 @@ def _a_tenacity(
         response.raise_for_status()
         return response.status_code
 
-    async def call(method: str, url: str, body: Body) -> int:
-        try:
-            return await send(method, url, body)
-        except httpx.HTTPStatusError as exc:
-            return _status_of(exc)
-
-    return AsyncCaller(call, client.aclose, client)
+    return _astatuses_returned(send, client)
 
 
 def _a_stamina(
@@ -537,13 +545,7 @@ def _a_stamina(
         response.raise_for_status()
         return response.status_code
 
-    async def call(method: str, url: str, body: Body) -> int:
-        try:
-            return await send(method, url, body)
-        except httpx.HTTPStatusError as exc:
-            return _status_of(exc)
-
-    return AsyncCaller(call, client.aclose, client)
+    return _astatuses_returned(send, client)
 
 
 ASYNC_CONTESTANTS: tuple[AsyncContestant, ...] = (
