@@ -15,7 +15,7 @@ import pytest
 import reliable_client as rc
 from reliable_client import testing
 
-from .loopback import LoopbackServer, Reply, SlowBody
+from .loopback import LoopbackServer, Reply, SlowBody, Stall
 
 
 def _recording(responses: list[httpx.Response]) -> httpx.MockTransport:
@@ -232,3 +232,21 @@ def test_keyed_status_retry_with_server(
         assert client.post("/o", json={}).text == "made"
     keys = {s.headers["idempotency-key"] for s in server.requests("/o")}
     assert len(keys) == 1
+
+
+def test_decorator_deadline_bounds_the_requests_inside(server: LoopbackServer) -> None:
+    server.script("/stall", Stall(5.0))
+    client = rc.Client(base_url=server.url, timeout=10.0)
+
+    @rc.retry(rc.RetryPolicy(deadline=0.6))
+    def fetch() -> int:
+        return client.get("/stall").status_code
+
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout) as raised:
+        fetch()
+    elapsed = time.monotonic() - started
+    client.close()
+    assert elapsed < 1.5  # not the client's 10 s timeout
+    assert len(server.requests("/stall")) == 1
+    assert rc.outcome(raised.value).stopped_by == "deadline"

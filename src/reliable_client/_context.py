@@ -63,6 +63,9 @@ class OuterLayer:
     """Marks a call whose retries belong to an enclosing decorator."""
 
     journal: KeyJournal = field(default_factory=KeyJournal)
+    deadline_at: float | None = None
+    """The decorator's deadline as a ``time.monotonic()`` reading: requests
+    made inside the call get no more time than is left."""
 
 
 outer_layer: ContextVar[OuterLayer | None] = ContextVar(

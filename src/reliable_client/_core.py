@@ -161,10 +161,14 @@ class RetryCore:
             and client_send.get() is None  # else our Client applied them already
         ):
             idempotency.apply(request)
-        if outer_layer.get() is not None:
+        layer = outer_layer.get()
+        if layer is not None:
             # An enclosing @retry owns the retries (and the budget deposit) of
-            # this call: one attempt here.
+            # this call: one attempt here, within the decorator's deadline.
             self.counters.count_call()
+            if layer.deadline_at is not None:
+                left = layer.deadline_at - time.monotonic()
+                _cap_timeouts(request, max(left, 0.001))
             return NO_RETRY
         budget = self.budget
         policy = self.begin_call(policy, request.url.host if budget.per_host else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -111,13 +112,15 @@ def _decorate(
             return judge_exception(exc, policy)
         return FINAL
 
-    def begin() -> tuple[RetryPolicy, float]:
-        return core.begin_call(policy, None), core.clock()
+    def begin() -> tuple[RetryPolicy, float, OuterLayer]:
+        chosen, started = core.begin_call(policy, None), time.monotonic()
+        deadline = chosen.deadline
+        layer = OuterLayer(deadline_at=None if deadline is None else started + deadline)
+        return chosen, started, layer
 
     def steps(
-        begun: tuple[RetryPolicy, float], error: Exception
+        chosen: RetryPolicy, started: float, error: Exception
     ) -> Generator[Step, Any, Any]:
-        chosen, started = begun
         call = Call(core, None, chosen, started, label=label, judge=judge)
         return call.steps(None, error)
 
@@ -128,10 +131,9 @@ def _decorate(
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             if outer_layer.get() is not None:
                 return await async_function(*args, **kwargs)
-            layer = OuterLayer()
+            chosen, started, layer = begin()
             token = outer_layer.set(layer)
             try:
-                begun = begin()
                 try:
                     return await async_function(*args, **kwargs)
                 except Exception as exc:
@@ -141,7 +143,7 @@ def _decorate(
                     layer.journal.rewind()
                     return await async_function(*args, **kwargs)
 
-                return await arun(steps(begun, first_error), again)
+                return await arun(steps(chosen, started, first_error), again)
             finally:
                 outer_layer.reset(token)
 
@@ -151,10 +153,9 @@ def _decorate(
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if outer_layer.get() is not None:
             return function(*args, **kwargs)
-        layer = OuterLayer()
+        chosen, started, layer = begin()
         token = outer_layer.set(layer)
         try:
-            begun = begin()
             try:
                 return function(*args, **kwargs)
             except Exception as exc:
@@ -164,7 +165,7 @@ def _decorate(
                 layer.journal.rewind()
                 return function(*args, **kwargs)
 
-            result: R = run(steps(begun, first_error), again)
+            result: R = run(steps(chosen, started, first_error), again)
             return result
         finally:
             outer_layer.reset(token)
