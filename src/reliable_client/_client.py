@@ -94,6 +94,17 @@ class _RetryClientMixin:
                 headers.pop(idempotency.resource_id_header, None)
         return headers
 
+    def _prepare_send(
+        self, request: Request, retry: RetryPolicy | Literal[False] | None
+    ) -> None:
+        """What both sends do first: a per-call policy, and the keys (before
+        auth flows and event hooks, so that they see them)."""
+        if retry is not None:
+            request.extensions = dict(_with_retry(request.extensions, retry) or {})
+        idempotency = self._retry_core.idempotency
+        if idempotency is not None and request.method in idempotency._methods:
+            idempotency.apply(request)
+
     _retry_transport_class: Any
 
     _httpx_transport_for_url: Any
@@ -263,13 +274,7 @@ class Client(_RetryClientMixin, httpx.Client):
         retry: RetryPolicy | Literal[False] | None = None,
     ) -> Response:
         """Send a request; ``retry`` overrides the policy for this call."""
-        if retry is not None:
-            resolve_policy(retry, "retry=")
-            request.extensions = {**request.extensions, RETRY_KEY: retry}
-        idempotency = self._retry_core.idempotency
-        if idempotency is not None and request.method in idempotency._methods:
-            # Before auth flows and event hooks, so that they see the key.
-            idempotency.apply(request)
+        self._prepare_send(request, retry)
         # Non-streamed bodies are read inside the retry loop (rule 8).
         token = client_send.set(not stream)
         try:
@@ -624,13 +629,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         retry: RetryPolicy | Literal[False] | None = None,
     ) -> Response:
         """Send a request; ``retry`` overrides the policy for this call."""
-        if retry is not None:
-            resolve_policy(retry, "retry=")
-            request.extensions = {**request.extensions, RETRY_KEY: retry}
-        idempotency = self._retry_core.idempotency
-        if idempotency is not None and request.method in idempotency._methods:
-            # Before auth flows and event hooks, so that they see the key.
-            idempotency.apply(request)
+        self._prepare_send(request, retry)
         # Non-streamed bodies are read inside the retry loop (rule 8).
         token = client_send.set(not stream)
         try:

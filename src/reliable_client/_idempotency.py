@@ -84,9 +84,6 @@ class Idempotency:
                 f"got {self.resource_id_field!r}"
             )
 
-    def applies_to(self, request: httpx.Request) -> bool:
-        return request.method in self._methods
-
     def _new_pair(self) -> tuple[str, str]:
         """A fresh (key, resource id)."""
         if self.key_factory is uuid7_str:
