@@ -8,11 +8,12 @@ import threading
 import time
 import uuid
 from itertools import pairwise
+from types import SimpleNamespace
 
 import pytest
 
 import reliable_client
-from reliable_client import Idempotency
+from reliable_client import Idempotency, _uuid7
 from reliable_client._uuid7 import uuid7, uuid7_str
 
 CANONICAL = re.compile(
@@ -158,3 +159,65 @@ def test_default_idempotency_key_factory_makes_uuid7_strings() -> None:
     assert all(uuid.UUID(key).version == 7 for key in keys)
     assert len(set(keys)) == len(keys)
     assert abs(timestamp_ms(uuid.UUID(keys[-1])) - time.time() * 1000) <= 1_000
+
+
+def _freeze_clock(monkeypatch: pytest.MonkeyPatch, ns: list[int]) -> None:
+    """Make the generator read ``ns[0]`` as the time (change it to move)."""
+    monkeypatch.setattr(_uuid7, "time", SimpleNamespace(time_ns=lambda: ns[0]))
+    # Restored afterwards, so that no later test starts from a moved clock.
+    for name in ("_last_ms", "_counter", "_prefix"):
+        monkeypatch.setattr(_uuid7, name, getattr(_uuid7, name))
+
+
+def test_counter_overflow_in_one_millisecond_moves_one_ms_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [time.time_ns()]
+    _freeze_clock(monkeypatch, now)
+    frozen_ms = now[0] // 1_000_000
+    # More than the 14-bit counter holds in one millisecond (>= 8,192 values).
+    values = [uuid7() for _ in range(20_000)]
+    texts = [uuid7_str() for _ in range(5_000)]
+    ints = [value.int for value in values]
+    assert all(a < b for a, b in pairwise(ints))
+    assert texts == sorted(texts) and len(set(texts)) == len(texts)
+    stamps = {timestamp_ms(value) for value in values}
+    # Ran out at least once, and moved one millisecond at a time only.
+    assert min(stamps) == frozen_ms
+    assert 2 <= len(stamps) <= 4
+    assert max(stamps) - frozen_ms == len(stamps) - 1
+
+
+def test_clock_stepping_back_keeps_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [time.time_ns()]
+    _freeze_clock(monkeypatch, now)
+    before = [uuid7_str() for _ in range(100)]
+    now[0] -= 3_600 * 10**9  # the wall clock jumps an hour back
+    after = [uuid7_str() for _ in range(100)]
+    assert before + after == sorted(before + after)
+    assert {uuid.UUID(t).int >> 80 for t in after} == {uuid.UUID(before[-1]).int >> 80}
+
+
+def test_counter_restarts_at_random_each_millisecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [time.time_ns()]
+    _freeze_clock(monkeypatch, now)
+    firsts = []
+    for _ in range(200):
+        now[0] += 1_000_000
+        value = uuid7()
+        firsts.append((value.int >> 64 & 0xFFF) << 2 | (value.int >> 60 & 0b11))
+    # Seeded from os.urandom with the top bit clear: spread over 0..8191.
+    assert all(0 <= first < 8192 for first in firsts)
+    assert len(set(firsts)) > 150
+
+
+def test_pair_shares_the_millisecond_and_counts_on() -> None:
+    key, rid = _uuid7.uuid7_pair_str()
+    assert CANONICAL.fullmatch(key) and CANONICAL.fullmatch(rid)
+    assert key < rid
+    a, b = uuid.UUID(key).int, uuid.UUID(rid).int
+    assert a >> 80 == b >> 80 or b >> 80 == (a >> 80) + 1
+    # Different random tails: nothing is reused between the two.
+    assert key[-12:] != rid[-12:]

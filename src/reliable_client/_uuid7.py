@@ -1,26 +1,32 @@
-"""UUIDv7 generation that is thread-safe, fork-safe and never runs ahead of the clock.
+"""UUIDv7 generation that is thread-safe, fork-safe and follows the clock.
 
-Layout (RFC 9562, section 6.2, method 1 "fixed-length dedicated counter"):
+Layout (RFC 9562, section 6.2, method 1 "fixed bit-length dedicated counter",
+the counter in rand_a and the leftmost bits of rand_b):
 
     48 bits  unix_ts_ms
      4 bits  version (7)
     12 bits  counter, high part      (rand_a)
      2 bits  variant (0b10)
-    30 bits  counter, low part       (rand_b, high)
-    32 bits  fresh random per UUID    (rand_b, low), from os.urandom
+     2 bits  counter, low part       (rand_b, leftmost)
+    60 bits  fresh random per UUID    (rand_b), from os.urandom
 
-The 42-bit counter is re-seeded with random bits (its top bit clear, leaving
-room to count) whenever the millisecond changes, and incremented within one
-millisecond.  The timestamp therefore follows the real clock at any rate of
-calls; it only moves ahead when 2**41 UUIDs share one millisecond, which does
-not happen.  The random tail keeps two processes that forked from one state
-apart even before the child re-seeds.
+The 14-bit counter is re-seeded with random bits (its top bit clear, leaving
+at least 8,192 values to count) whenever the millisecond changes, and
+incremented within one millisecond.  Only past 8,192 UUIDs in one millisecond
+(8 million a second, about ten times what it reaches in CPython) does the
+timestamp move a millisecond ahead, so it follows the real clock at any rate
+this generator reaches.  The 60 random bits keep two processes that forked
+from one state apart even before the child re-seeds.
+
+Strings are the hot path (two per keyed request): the timestamp's text is
+made once per millisecond, the counter's from a table, and the random part is
+a slice of a pool of random hex digits, so a key costs no integer formatting.
 
 The uuid6 package's ``uuid7()`` instead pushes the timestamp 1 ms forward for
 every call inside one millisecond, so at high rates its keys drift seconds into
 the future; it is also documented as not thread-safe.  From uuid6 we take only
-its ``UUID`` class, which reads a v7 timestamp back.  Python 3.14's
-``uuid.uuid7`` uses a counter method like this module's, and is used there.
+its ``UUID`` class, which reads a v7 timestamp back (Python 3.14's own
+``uuid.UUID`` does, and is used there).
 """
 
 from __future__ import annotations
@@ -31,119 +37,127 @@ import threading
 import time
 import uuid
 
-if sys.version_info < (3, 14):
-    import uuid6
+if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
+    _UUID = uuid.UUID
+else:
+    from uuid6 import UUID as _UUID
 
 __all__ = ["uuid7", "uuid7_pair_str", "uuid7_str"]
 
-_COUNTER_BITS = 42
-_COUNTER_MAX = (1 << _COUNTER_BITS) - 1
-_COUNTER_SEED_MASK = (1 << (_COUNTER_BITS - 1)) - 1  # top bit clear: room to count
-_POOL_SIZE = 4096
+_COUNTER_MAX = (1 << 14) - 1
+_COUNTER_SEED_MASK = (1 << 13) - 1  # top bit clear: room to count
+
+# "7" (the version), the counter's high 12 bits and a dash, as text.
+_VERSION_AND_COUNTER = [f"7{high:03x}-" for high in range(4096)]
+# The variant (0b10) and the counter's low 2 bits: one hex digit.
+_VARIANT_AND_COUNTER = "89ab"
+
+# Random text from os.urandom, cut into groups of 12 hex digits by dashes
+# (bytes.hex does it in C).  Two groups make a block of 26 characters: its
+# last 16, "hhh-hhhhhhhhhhhh", are a UUID's random tail ready-made, and its
+# first digits seed the counter of a new millisecond.
+_POOL_BYTES = 4092  # 341 blocks: one os.urandom call per 341 UUIDs
+_BLOCK = 26
+_TAIL_AT = 9  # the tail's offset in its block
+_BLOCKS_END = _POOL_BYTES // 12 * _BLOCK
 
 _lock = threading.Lock()
 _last_ms = -1
 _counter = 0
-# Random bytes from os.urandom, drawn in batches: one system call per ~400
-# UUIDs instead of one per UUID.
-_pool = b""
-_pool_at = 0
+_prefix = ""  # the timestamp of _last_ms as text: "xxxxxxxx-xxxx-"
+_pool = ""
+_pool_at = _BLOCKS_END  # the next unused block; at the end: refill first
 
 
 def _reset_after_fork() -> None:
     # A child must not continue its parent's counter or reuse its random
-    # bytes: both would emit the same UUIDs.  A fresh lock too, in case the
+    # text: both would emit the same UUIDs.  A fresh lock too, in case the
     # parent held it.
-    global _lock, _last_ms, _counter, _pool, _pool_at
+    global _lock, _last_ms, _counter, _prefix, _pool, _pool_at
     _lock = threading.Lock()
     _last_ms = -1
     _counter = 0
-    _pool = b""
-    _pool_at = 0
+    _prefix = _pool = ""
+    _pool_at = _BLOCKS_END
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _random_bits(nbytes: int) -> int:
-    """``nbytes`` random bytes as an int; call with the lock held."""
-    global _pool, _pool_at
-    at = _pool_at
-    if at + nbytes > len(_pool):
-        _pool = os.urandom(_POOL_SIZE)
-        at = 0
-    _pool_at = at + nbytes
-    return int.from_bytes(_pool[at : at + nbytes], "big")
+def _reserve(count: int) -> tuple[int, str, int, str, int]:
+    """Take ``count`` consecutive counter values in one millisecond, and
+    ``count`` random tails.
 
-
-def _uuid7_ints(count: int) -> list[int]:
-    """``count`` new UUIDv7 values as ints, under one lock and one clock read."""
-    global _last_ms, _counter
+    Returns the millisecond, its text, the first counter value, the pool and
+    where in it the first tail starts (the next ones follow every 26
+    characters).
+    """
+    global _last_ms, _counter, _prefix, _pool, _pool_at
     now_ms = time.time_ns() // 1_000_000
-    values = []
-    with _lock:
-        tails = _random_bits(4 * count)
-        for _ in range(count):
-            if now_ms > _last_ms:
-                _last_ms = now_ms
-                _counter = _random_bits(6) & _COUNTER_SEED_MASK
-            else:
-                # Same millisecond, or the wall clock stepped back: keep the
-                # last timestamp and count, so the order stays monotonic.
-                _counter += 1
-                if _counter > _COUNTER_MAX:
-                    _last_ms += 1
-                    _counter = _random_bits(6) & _COUNTER_SEED_MASK
-            counter = _counter
-            values.append(
-                (_last_ms & 0xFFFF_FFFF_FFFF) << 80
-                | 0x7 << 76  # version
-                | (counter >> 30) << 64  # rand_a: the counter's high 12 bits
-                | 0b10 << 62  # variant
-                | (counter & 0x3FFF_FFFF) << 32  # the counter's low 30 bits
-                | (tails & 0xFFFF_FFFF)  # 32 fresh random bits
-            )
-            tails >>= 32
-    return values
+    # acquire/release: half the cost of a with block, on every key.
+    lock = _lock
+    lock.acquire()
+    try:
+        at = _pool_at
+        if at + count * _BLOCK > _BLOCKS_END:
+            _pool = os.urandom(_POOL_BYTES).hex("-", 6)
+            at = 0
+        _pool_at = at + count * _BLOCK
+        pool = _pool
+        first = _counter + 1
+        if now_ms > _last_ms or first + count - 1 > _COUNTER_MAX:
+            # A new millisecond; or the counter ran out within one (the
+            # timestamp then moves 1 ms ahead, the one way to stay ordered).
+            ms = _last_ms = now_ms if now_ms > _last_ms else _last_ms + 1
+            h = "%012x" % (ms & 0xFFFF_FFFF_FFFF)
+            _prefix = h[:8] + "-" + h[8:] + "-"
+            first = int(pool[at : at + 4], 16) & _COUNTER_SEED_MASK
+        # Otherwise the same millisecond, or the wall clock stepped back: keep
+        # the last timestamp and count on, so the order stays monotonic.
+        _counter = first + count - 1
+        return _last_ms, _prefix, first, pool, at + _TAIL_AT
+    finally:
+        lock.release()
 
 
-if sys.version_info >= (3, 14):  # pragma: no cover - exercised on 3.14 only
-    _stdlib_uuid7 = uuid.uuid7  # type: ignore[attr-defined]
-    _stdlib_lock = threading.Lock()
-
-    def uuid7() -> uuid.UUID:
-        """Return a new UUIDv7 (stdlib generator, guarded by a lock)."""
-        with _stdlib_lock:
-            result: uuid.UUID = _stdlib_uuid7()
-        return result
-
-    def _next_ints(count: int) -> list[int]:
-        return [uuid7().int for _ in range(count)]
-
-else:
-
-    def uuid7() -> uuid.UUID:
-        """Return a new UUIDv7."""
-        # uuid6.UUID reads a v7 timestamp back through ``.time`` (milliseconds),
-        # which the stdlib UUID of Python < 3.14 cannot.
-        return uuid6.UUID(int=_uuid7_ints(1)[0])
-
-    _next_ints = _uuid7_ints
-
-
-def _canonical(value: int) -> str:
-    h = value.to_bytes(16, "big").hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+def uuid7() -> uuid.UUID:
+    """Return a new UUIDv7 (a ``uuid.UUID`` whose ``.time`` reads back the
+    millisecond timestamp)."""
+    ms, _, counter, pool, at = _reserve(1)
+    value = (
+        ms << 80
+        | 0x7 << 76  # version
+        | (counter >> 2) << 64  # rand_a: the counter's high 12 bits
+        | (0b1000 | counter & 3) << 60  # variant, the counter's low 2 bits
+        | int(pool[at : at + 3] + pool[at + 4 : at + 16], 16)
+    )
+    return _UUID(int=value)
 
 
 def uuid7_str() -> str:
     """Return a new UUIDv7 as its canonical 36-character string."""
-    return _canonical(_next_ints(1)[0])
+    _, prefix, counter, pool, at = _reserve(1)
+    return (
+        prefix
+        + _VERSION_AND_COUNTER[counter >> 2]
+        + _VARIANT_AND_COUNTER[counter & 3]
+        + pool[at : at + 16]
+    )
 
 
 def uuid7_pair_str() -> tuple[str, str]:
     """Two new UUIDv7 strings (an idempotency key and a resource id) for the
     price of one clock read and one lock."""
-    first, second = _next_ints(2)
-    return _canonical(first), _canonical(second)
+    _, prefix, counter, pool, at = _reserve(2)
+    later = counter + 1
+    return (
+        prefix
+        + _VERSION_AND_COUNTER[counter >> 2]
+        + _VARIANT_AND_COUNTER[counter & 3]
+        + pool[at : at + 16],
+        prefix
+        + _VERSION_AND_COUNTER[later >> 2]
+        + _VARIANT_AND_COUNTER[later & 3]
+        + pool[at + _BLOCK : at + _BLOCK + 16],
+    )
