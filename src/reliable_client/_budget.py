@@ -149,8 +149,8 @@ class RetryBudget:
             f"ttl={self.ttl}, per_host={self.per_host})"
         )
 
-    def _window(self, host: str | None) -> _Window:
-        slot = math.floor(self._clock() / self._slice)
+    def _window(self, host: str | None, now: float | None = None) -> _Window:
+        slot = math.floor((self._clock() if now is None else now) / self._slice)
         if self.per_host:
             key = host or ""
             window = self._windows.get(key)
@@ -163,20 +163,31 @@ class RetryBudget:
             window.advance(slot)
         return window
 
-    def deposit(self, host: str | None = None) -> None:
-        """Record a first attempt (earns ``ratio`` of a retry for ``ttl``)."""
-        with self._lock:
+    def deposit(self, host: str | None = None, now: float | None = None) -> None:
+        """Record a first attempt (earns ``ratio`` of a retry for ``ttl``).
+
+        ``now``: a reading of this budget's clock just taken by the caller,
+        which saves reading it again (default: read it).
+        """
+        # Every request passes here: acquire/release costs half a with block,
+        # and the shared window is inline.
+        lock = self._lock
+        lock.acquire()
+        try:
             if self.per_host:
-                window = self._window(host)
+                window = self._window(host, now)
             else:
-                # Every request passes here: the shared window, inline.
                 window = self._shared
-                slot = math.floor(self._clock() / self._slice)
+                if now is None:
+                    now = self._clock()
+                slot = math.floor(now / self._slice)
                 if slot > window.slot:
                     window.advance(slot)
             window.deposits[window.slot % (SLOTS + 1)] += 1
             window.deposited += 1
             self._first_attempts += 1
+        finally:
+            lock.release()
 
     def try_spend(self, host: str | None = None) -> bool:
         """Take one retry from the budget; ``False`` if none is left."""

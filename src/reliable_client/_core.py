@@ -147,18 +147,24 @@ class RetryCore:
         )
         # The record of a call that succeeded at once: shared, never copied.
         self.first_try = Record(1, (), None, self.key_header, self.resource_id_header)
+        # One clock reading serves the call's start and the budget's deposit.
+        self._budget_reads_clock = self.budget._clock is self.clock
 
-    def prepare(self, request: httpx.Request) -> RetryPolicy:
-        """Ready ``request`` for its first attempt; return the policy to use."""
+    def prepare(
+        self, request: httpx.Request, sending: bool | None
+    ) -> tuple[RetryPolicy, float]:
+        """Ready ``request`` for its first attempt (``sending``: the value of
+        :data:`client_send`); return the policy to use and the call's start,
+        a ``clock()`` reading."""
         policy = self.policy
         extensions = request.extensions
         if RETRY_KEY in extensions:
             policy = resolve_policy(extensions[RETRY_KEY], 'extensions["retry"]')
         idempotency = self.idempotency
         if (
-            idempotency is not None
+            sending is None  # else our Client applied them already
+            and idempotency is not None
             and request.method in idempotency._methods
-            and client_send.get() is None  # else our Client applied them already
         ):
             idempotency.apply(request)
         layer = outer_layer.get()
@@ -169,26 +175,26 @@ class RetryCore:
             if layer.deadline_at is not None:
                 left = layer.deadline_at - time.monotonic()
                 _cap_timeouts(request, max(left, 0.001))
-            return NO_RETRY
-        budget = self.budget
-        policy = self.begin_call(policy, request.url.host if budget.per_host else None)
+            return NO_RETRY, self.clock()
+        host = request.url.host if self.budget.per_host else None
+        policy, started = self.begin_call(policy, host)
         if policy.deadline is not None:
             _cap_timeouts(request, policy.deadline)
-        return policy
+        return policy, started
 
-    def begin_call(self, policy: RetryPolicy, host: str | None) -> RetryPolicy:
+    def begin_call(
+        self, policy: RetryPolicy, host: str | None
+    ) -> tuple[RetryPolicy, float]:
         """Count a call and its first attempt; return ``policy`` as testing
-        mode allows it."""
-        counters = self.counters
-        with counters.lock:
-            counters.calls += 1
-            counters.attempts += 1
-        self.budget.deposit(host)
+        mode allows it, and the call's start (a ``clock()`` reading)."""
+        self.counters.count_call()
+        started = self.clock()
+        self.budget.deposit(host, started if self._budget_reads_clock else None)
         if _testing_state._current is not None:
             capped = _testing_state.cap_attempts(policy.max_attempts)
             if capped != policy.max_attempts:
                 policy = policy.replace(max_attempts=capped)
-        return policy
+        return policy, started
 
 
 class Call:

@@ -140,7 +140,7 @@ def judge_response(
     """Apply the safety rule to a response.  ``now`` is Unix time (seconds),
     used to read a Retry-After given as an HTTP-date."""
     status = response.status_code
-    if status != 409 and status not in policy._statuses:
+    if status not in policy._judged_statuses:
         return FINAL
     if response.headers.get(REPLAYED_HEADER, "").lower() == "true":
         # A stored result: asking again gets the same answer.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
@@ -113,7 +112,7 @@ def _decorate(
         return FINAL
 
     def begin() -> tuple[RetryPolicy, float, OuterLayer]:
-        chosen, started = core.begin_call(policy, None), time.monotonic()
+        chosen, started = core.begin_call(policy, None)
         deadline = chosen.deadline
         layer = OuterLayer(deadline_at=None if deadline is None else started + deadline)
         return chosen, started, layer

@@ -53,6 +53,7 @@ class Idempotency:
     _rid_header_lower: bytes | None = field(init=False, repr=False, compare=False)
     _header_raw: bytes = field(init=False, repr=False, compare=False)
     _rid_header_raw: bytes | None = field(init=False, repr=False, compare=False)
+    _names: frozenset[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_token(_OWNER, "header", self.header)
@@ -75,6 +76,13 @@ class Idempotency:
         )
         object.__setattr__(
             self, "_rid_header_lower", rid_header and rid_header.lower().encode()
+        )
+        object.__setattr__(
+            self,
+            "_names",
+            frozenset(
+                name for name in (self._header_lower, self._rid_header_lower) if name
+            ),
         )
         if self.resource_id_field is not None and (
             not isinstance(self.resource_id_field, str) or not self.resource_id_field
@@ -102,7 +110,7 @@ class Idempotency:
     def apply(self, request: httpx.Request) -> None:
         """Give ``request`` its key and resource id, keeping the caller's."""
         headers = request.headers
-        key, rid = _find(headers, self._header_lower, self._rid_header_lower)
+        key, rid = _find(headers, self._names, self._header_lower)
         rid_in_header = rid is not None
         field_name = self.resource_id_field
         body: dict[str, Any] | None = None
@@ -117,7 +125,12 @@ class Idempotency:
         if key is None or rid is None:
             layer = outer_layer.get()
             if layer is None:
-                pair = self._new_pair()
+                # The default factory inline: this runs on every keyed request.
+                pair = (
+                    uuid7_pair_str()
+                    if self.key_factory is uuid7_str
+                    else self._new_pair()
+                )
             else:
                 # Inside @retry: every attempt replays the first one's keys.
                 pair = layer.journal.take(_fingerprint(request), self._new_pair)
@@ -144,17 +157,19 @@ class Idempotency:
 
 
 def _find(
-    headers: httpx.Headers, key_name: bytes, rid_name: bytes | None
+    headers: httpx.Headers, names: frozenset[bytes], key_name: bytes
 ) -> tuple[str | None, str | None]:
-    """The values of two headers (lower-case names), in one pass."""
+    """The values of the key's header and the resource id's (``names``, lower
+    case), in one pass."""
     key = rid = None
-    # httpx keeps (raw name, lower-case name, value) triples; one scan of them
-    # costs less than a lookup per header, on every keyed request.
-    for _, name, value in headers._list:
-        if name == key_name:
-            key = value.decode(headers.encoding)
-        elif name == rid_name:
-            rid = value.decode(headers.encoding)
+    # httpx keeps (raw name, lower-case name, value) triples; one scan of them,
+    # one set lookup each, costs less than a lookup per header.
+    for entry in headers._list:
+        if entry[1] in names:
+            if entry[1] == key_name:
+                key = entry[2].decode(headers.encoding)
+            else:
+                rid = entry[2].decode(headers.encoding)
     return key, rid
 
 

@@ -216,7 +216,6 @@ class Counters:
     """Thread-safe counters behind :class:`ClientStats`."""
 
     __slots__ = (
-        "attempts",
         "calls",
         "gave_up",
         "lock",
@@ -226,20 +225,22 @@ class Counters:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.calls = 0
-        self.attempts = 0
+        self.calls = 0  # each call's first attempt: attempts = calls + retries
         self.retries = 0
         self.refused_by_budget = 0
         self.gave_up = 0
 
     def count_call(self) -> None:
-        with self.lock:
+        # Every request passes here: acquire/release costs half a with block.
+        lock = self.lock
+        lock.acquire()
+        try:
             self.calls += 1
-            self.attempts += 1
+        finally:
+            lock.release()
 
     def count_retry(self) -> None:
         with self.lock:
-            self.attempts += 1
             self.retries += 1
 
     def count_end(self, *, gave_up: bool, refused: bool) -> None:
@@ -251,7 +252,7 @@ class Counters:
         with self.lock:
             return ClientStats(
                 calls=self.calls,
-                attempts=self.attempts,
+                attempts=self.calls + self.retries,
                 retries=self.retries,
                 refused_by_budget=self.refused_by_budget,
                 gave_up=self.gave_up,

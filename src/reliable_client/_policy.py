@@ -77,6 +77,9 @@ class RetryPolicy:
     # Derived once per policy, so that no call pays for building them.
     _methods: frozenset[str] = field(init=False, repr=False, compare=False)
     _statuses: frozenset[int] = field(init=False, repr=False, compare=False)
+    # Statuses a response must have to be judged at all: ``statuses``, and 409
+    # (a keyed request still in progress on the server).
+    _judged_statuses: frozenset[int] = field(init=False, repr=False, compare=False)
     _wait: wait_base = field(init=False, repr=False, compare=False)
     _stop: stop_base = field(init=False, repr=False, compare=False)
 
@@ -135,6 +138,7 @@ class RetryPolicy:
             )
         put("_methods", self.methods)
         put("_statuses", self.statuses)
+        put("_judged_statuses", self._statuses | {409})
         put("_wait", self.wait or self._backoff())
         put("_stop", self._compose_stop())
 

@@ -113,28 +113,25 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
-        policy = core.prepare(request)
-        started = core.clock()
+        sending = client_send.get()
+        policy, started = core.prepare(request, sending)
         try:
             response = self._transport.handle_request(request)
         except Exception as exc:
             if policy.max_attempts == 1:
                 raise
-            return self._retry(request, policy, started, None, exc)
-        if policy.max_attempts == 1:
-            response.extensions[RECORD_KEY] = core.first_try
-            return response
-        status = response.status_code
-        if status not in policy._statuses and status != 409:
+            return self._retry(request, policy, started, None, exc, sending)
+        if policy.max_attempts > 1:
+            if response.status_code in policy._judged_statuses:
+                return self._retry(request, policy, started, response, None, sending)
             # The first attempt answered: the common case, kept cheap.
-            if client_send.get() and not isinstance(response.stream, httpx.ByteStream):
+            if sending and not isinstance(response.stream, httpx.ByteStream):
                 try:
                     read_body(response, request, _deadline(policy, started), core.clock)
                 except Exception as exc:
-                    return self._retry(request, policy, started, None, exc)
-            response.extensions[RECORD_KEY] = core.first_try
-            return response
-        return self._retry(request, policy, started, response, None)
+                    return self._retry(request, policy, started, None, exc, sending)
+        response.extensions[RECORD_KEY] = core.first_try
+        return response
 
     def _retry(
         self,
@@ -143,9 +140,10 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         started: float,
         response: httpx.Response | None,
         error: Exception | None,
+        sending: bool | None,
     ) -> httpx.Response:
         call = Call(self._core, request, policy, started, label=request_label(request))
-        steps = call.steps(response, error, read_body=client_send.get() is True)
+        steps = call.steps(response, error, read_body=sending is True)
         result: httpx.Response = run(
             steps, lambda: self._transport.handle_request(request), self._sleep
         )
@@ -210,30 +208,31 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
-        policy = core.prepare(request)
-        started = core.clock()
+        sending = client_send.get()
+        policy, started = core.prepare(request, sending)
         try:
             response = await self._transport.handle_async_request(request)
         except Exception as exc:
             if policy.max_attempts == 1:
                 raise
-            return await self._retry(request, policy, started, None, exc)
-        if policy.max_attempts == 1:
-            response.extensions[RECORD_KEY] = core.first_try
-            return response
-        status = response.status_code
-        if status not in policy._statuses and status != 409:
+            return await self._retry(request, policy, started, None, exc, sending)
+        if policy.max_attempts > 1:
+            if response.status_code in policy._judged_statuses:
+                return await self._retry(
+                    request, policy, started, response, None, sending
+                )
             # The first attempt answered: the common case, kept cheap.
-            if client_send.get() and not isinstance(response.stream, httpx.ByteStream):
+            if sending and not isinstance(response.stream, httpx.ByteStream):
                 try:
                     await aread_body(
                         response, request, _deadline(policy, started), core.clock
                     )
                 except Exception as exc:
-                    return await self._retry(request, policy, started, None, exc)
-            response.extensions[RECORD_KEY] = core.first_try
-            return response
-        return await self._retry(request, policy, started, response, None)
+                    return await self._retry(
+                        request, policy, started, None, exc, sending
+                    )
+        response.extensions[RECORD_KEY] = core.first_try
+        return response
 
     async def _retry(
         self,
@@ -242,9 +241,10 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         started: float,
         response: httpx.Response | None,
         error: Exception | None,
+        sending: bool | None,
     ) -> httpx.Response:
         call = Call(self._core, request, policy, started, label=request_label(request))
-        steps = call.steps(response, error, read_body=client_send.get() is True)
+        steps = call.steps(response, error, read_body=sending is True)
         result: httpx.Response = await arun(
             steps, lambda: self._transport.handle_async_request(request), self._sleep
         )
