@@ -10,8 +10,14 @@ import sys
 import time
 from importlib import metadata
 
-from .contestants import ASYNC_CONTESTANTS, CONFIG, CONTESTANTS, quiet_loggers
-from .measure import MEASUREMENTS, Options
+from .contestants import (
+    ASYNC_CONTESTANTS,
+    CONFIG,
+    CONTESTANTS,
+    RC_FOUR_ATTEMPTS,
+    quiet_loggers,
+)
+from .measure import BEFORE_MEMORY_PROBE, MEASUREMENTS, MEMORY_PROBE, Options
 from .report import Report, Table
 from .servers import BenchServer
 
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     report.preamble.extend(
         [
             f"Run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, mode {mode}, "
-            "one process, all traffic on 127.0.0.1.",
+            "one process (the memory probe in a child process of its own), all "
+            "traffic on 127.0.0.1.",
             "",
             f"Machine: {_machine()}.",
             "",
@@ -108,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
     print()
     lineup = Table("Contestants", ["contestant", "configuration"], align="ll")
-    for c in CONTESTANTS:
+    for c in (*CONTESTANTS, RC_FOUR_ATTEMPTS):
         lineup.add(c.name, c.config)
     for a in ASYNC_CONTESTANTS:
         lineup.add(f"{a.name} (async)", a.config)
@@ -117,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(MEASUREMENTS)
     with BenchServer() as server:
         for name in names:
+            if name not in BEFORE_MEMORY_PROBE and "memory" in names:
+                # Starts the memory probe (once), on the second core.
+                MEMORY_PROBE.start(opts.memory_requests)
             t0 = time.perf_counter()
             MEASUREMENTS[name](opts, server, report)
             print(f"[{name}: {time.perf_counter() - t0:.1f} s]\n", flush=True)

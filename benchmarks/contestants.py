@@ -409,6 +409,20 @@ CONTESTANTS: tuple[Contestant, ...] = (
     ),
 )
 
+# (4) only: the transient-fault target's own arithmetic needs a fourth attempt.
+RC_FOUR_ATTEMPTS = Contestant(
+    "reliable_client.Client, 4 attempts",
+    lambda transport: _direct(
+        reliable_client.Client(retry=RC_POLICY.replace(max_attempts=4))
+    ),
+    f"reliable_client.Client(RetryPolicy(max_attempts=4, backoff_initial="
+    f"{CONFIG.backoff_initial}, backoff_max={CONFIG.backoff_max})), default "
+    "RetryBudget() and Idempotency(); in (4) only",
+    mockable=False,
+    budgeted=True,
+    ours=True,
+)
+
 
 # -- async contestants -----------------------------------------------------------
 
