@@ -563,3 +563,60 @@ def test_default_budget_lets_needed_retries_through(
     assert stats.retries > 150  # 20% failures really were retried
     assert stats.refused_by_budget == 0
     assert time.monotonic() - started < 20
+
+
+# -- one clock reading per call -------------------------------------------------
+
+
+@pytest.mark.parametrize("per_host", [False, True])
+def test_deposit_files_under_the_callers_clock_reading(per_host: bool) -> None:
+    clock = FakeClock(1000.0)
+    budget = rc.RetryBudget(
+        ratio=1.0, min_per_second=0, ttl=10, per_host=per_host, clock=clock
+    )
+    # Read "now" as 1015: the deposit belongs to that slice, not to 1000's.
+    budget.deposit("h", now=1015.0)
+    clock.advance(15.0)
+    assert budget.balance == pytest.approx(1.0)
+    clock.advance(10.0 + 1.0 + 0.01)  # past ttl + one slice: expired
+    assert budget.balance == pytest.approx(0.0)
+
+
+class CountingClock(FakeClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_a_call_reads_a_shared_clock_once() -> None:
+    clock = CountingClock()
+    transport = rc.RetryTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        budget=rc.RetryBudget(clock=clock),
+        clock=clock,
+    )
+    clock.reads = 0  # the budget read it once when it was made
+    with httpx.Client(transport=transport) as client:
+        for _ in range(5):
+            assert client.get("http://example.test/").status_code == 200
+    assert clock.reads == 5
+    assert transport.budget.stats.first_attempts == 5
+
+
+def test_a_budget_with_its_own_clock_reads_it() -> None:
+    budget_clock, transport_clock = CountingClock(), CountingClock()
+    transport = rc.RetryTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        budget=rc.RetryBudget(clock=budget_clock),
+        clock=transport_clock,
+    )
+    budget_clock.reads = 0  # read once when the budget was made
+    with httpx.Client(transport=transport) as client:
+        for _ in range(3):
+            client.get("http://example.test/")
+    assert transport_clock.reads == 3
+    assert budget_clock.reads == 3
