@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import sqlite3
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +248,40 @@ async def test_redis_store_refuses_bad_arguments(redis_server: RedisServer) -> N
     with pytest.raises(TypeError, match="url or client"):
         RedisStore(redis_server.url, client=decoding)
     await decoding.aclose()
+
+
+async def test_sqlite_waits_for_a_write_lock_before_switching_to_wal(
+    tmp_path: Path,
+) -> None:
+    # Another process holds the write lock of a database not yet in WAL mode:
+    # SQLite refuses the switch at once, without its busy timeout.
+    path = tmp_path / "busy.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE unrelated (x)")
+    other.execute("BEGIN IMMEDIATE")
+    releaser = threading.Timer(0.3, other.execute, args=("COMMIT",))
+    releaser.start()
+    store = SQLiteStore(path, timeout=5.0)
+    try:
+        started = time.monotonic()
+        assert isinstance(await store.claim("k", "fp", lease=30.0), Claimed)
+        assert time.monotonic() - started >= 0.2  # it waited for the lock
+    finally:
+        releaser.join()
+        other.close()
+        await store.aclose()
+
+
+async def test_sqlite_gives_up_on_a_lock_held_past_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "stuck.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("CREATE TABLE unrelated (x)")
+    other.execute("BEGIN IMMEDIATE")
+    store = SQLiteStore(path, timeout=0.2)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.claim("k", "fp", lease=30.0)
+    finally:
+        other.execute("COMMIT")
+        other.close()
+        await store.aclose()

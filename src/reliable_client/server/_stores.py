@@ -301,11 +301,28 @@ class SQLiteStore(IdempotencyStore):
                 check_same_thread=False,  # guarded by self._lock
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a database to WAL while another connection holds its write
+        # lock fails at once with "database is locked": SQLite does not call
+        # the busy handler for it.  So wait here, up to the busy timeout, as
+        # every other statement does (processes opening one new file race).
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     def _claim(
         self, conn: sqlite3.Connection, key: str, fingerprint: str, lease: float
