@@ -310,11 +310,14 @@ def _requests_urllib3(transport: httpx.BaseTransport | None) -> Caller:
     return Caller(call, session.close, session)
 
 
-def _rc_client(transport: httpx.BaseTransport | None) -> Caller:
+def _rc_client(
+    transport: httpx.BaseTransport | None,
+    policy: reliable_client.RetryPolicy = RC_POLICY,
+) -> Caller:
     client = (
-        reliable_client.Client(retry=RC_POLICY, transport=transport)
+        reliable_client.Client(retry=policy, transport=transport)
         if transport is not None
-        else reliable_client.Client(retry=RC_POLICY)
+        else reliable_client.Client(retry=policy)
     )
 
     return _direct(client)
@@ -412,9 +415,7 @@ CONTESTANTS: tuple[Contestant, ...] = (
 # (4) only: the transient-fault target's own arithmetic needs a fourth attempt.
 RC_FOUR_ATTEMPTS = Contestant(
     "reliable_client.Client, 4 attempts",
-    lambda transport: _direct(
-        reliable_client.Client(retry=RC_POLICY.replace(max_attempts=4))
-    ),
+    lambda transport: _rc_client(transport, RC_POLICY.replace(max_attempts=4)),
     f"reliable_client.Client(RetryPolicy(max_attempts=4, backoff_initial="
     f"{CONFIG.backoff_initial}, backoff_max={CONFIG.backoff_max})), default "
     "RetryBudget() and Idempotency(); in (4) only",
@@ -433,6 +434,15 @@ def _aclient(
     if transport is not None:
         return httpx.AsyncClient(transport=transport, limits=limits)
     return httpx.AsyncClient(limits=limits)
+
+
+def _adirect(client: httpx.AsyncClient) -> AsyncCaller:
+    """The async twin of :func:`_direct`."""
+
+    async def call(method: str, url: str, body: Body) -> int:
+        return (await client.request(method, url, json=body)).status_code
+
+    return AsyncCaller(call, client.aclose, client)
 
 
 def _astatuses_returned(
@@ -454,10 +464,7 @@ def _a_plain(
 ) -> AsyncCaller:
     client = _aclient(transport, limits)
 
-    async def call(method: str, url: str, body: Body) -> int:
-        return (await client.request(method, url, json=body)).status_code
-
-    return AsyncCaller(call, client.aclose, client)
+    return _adirect(client)
 
 
 def _a_rc_client(
@@ -470,10 +477,7 @@ def _a_rc_client(
     else:
         client = reliable_client.AsyncClient(retry=RC_POLICY, limits=limits)
 
-    async def call(method: str, url: str, body: Body) -> int:
-        return (await client.request(method, url, json=body)).status_code
-
-    return AsyncCaller(call, client.aclose, client)
+    return _adirect(client)
 
 
 def _a_rc_transport(
@@ -486,10 +490,7 @@ def _a_rc_transport(
         transport=reliable_client.AsyncRetryTransport(inner, retry=RC_POLICY)
     )
 
-    async def call(method: str, url: str, body: Body) -> int:
-        return (await client.request(method, url, json=body)).status_code
-
-    return AsyncCaller(call, client.aclose, client)
+    return _adirect(client)
 
 
 def _a_httpx_retries(
@@ -510,10 +511,7 @@ def _a_httpx_retries(
         transport=httpx_retries.RetryTransport(transport=inner, retry=retry)
     )
 
-    async def call(method: str, url: str, body: Body) -> int:
-        return (await client.request(method, url, json=body)).status_code
-
-    return AsyncCaller(call, client.aclose, client)
+    return _adirect(client)
 
 
 def _a_tenacity(
