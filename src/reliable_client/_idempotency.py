@@ -54,6 +54,11 @@ class Idempotency:
     _header_raw: bytes = field(init=False, repr=False, compare=False)
     _rid_header_raw: bytes | None = field(init=False, repr=False, compare=False)
     _names: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    # Makes a fresh (key, resource id): chosen once, as it runs on every keyed
+    # request; the default makes both under one lock.
+    _new_pair: Callable[[], tuple[str, str]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         check_token(_OWNER, "header", self.header)
@@ -84,6 +89,11 @@ class Idempotency:
                 name for name in (self._header_lower, self._rid_header_lower) if name
             ),
         )
+        object.__setattr__(
+            self,
+            "_new_pair",
+            uuid7_pair_str if self.key_factory is uuid7_str else self._factory_pair,
+        )
         if self.resource_id_field is not None and (
             not isinstance(self.resource_id_field, str) or not self.resource_id_field
         ):
@@ -92,10 +102,8 @@ class Idempotency:
                 f"got {self.resource_id_field!r}"
             )
 
-    def _new_pair(self) -> tuple[str, str]:
-        """A fresh (key, resource id)."""
-        if self.key_factory is uuid7_str:
-            return uuid7_pair_str()  # the default: both under one lock
+    def _factory_pair(self) -> tuple[str, str]:
+        """A fresh (key, resource id) from a user's ``key_factory``."""
         return self._make("key"), self._make("resource id")
 
     def _make(self, what: str) -> str:
@@ -125,12 +133,7 @@ class Idempotency:
         if key is None or rid is None:
             layer = outer_layer.get()
             if layer is None:
-                # The default factory inline: this runs on every keyed request.
-                pair = (
-                    uuid7_pair_str()
-                    if self.key_factory is uuid7_str
-                    else self._new_pair()
-                )
+                pair = self._new_pair()
             else:
                 # Inside @retry: every attempt replays the first one's keys.
                 pair = layer.journal.take(_fingerprint(request), self._new_pair)
