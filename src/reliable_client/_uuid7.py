@@ -135,9 +135,9 @@ def uuid7() -> uuid.UUID:
     return _UUID(int=value)
 
 
-def uuid7_str() -> str:
-    """Return a new UUIDv7 as its canonical 36-character string."""
-    _, prefix, counter, pool, at = _reserve(1)
+def _text(prefix: str, counter: int, pool: str, at: int) -> str:
+    """A UUID's canonical text from its millisecond's text, its counter and
+    the random tail at ``pool[at:]``: four pieces, no formatting."""
     return (
         prefix
         + _VERSION_AND_COUNTER[counter >> 2]
@@ -146,18 +146,16 @@ def uuid7_str() -> str:
     )
 
 
+def uuid7_str() -> str:
+    """Return a new UUIDv7 as its canonical 36-character string."""
+    _, prefix, counter, pool, at = _reserve(1)
+    return _text(prefix, counter, pool, at)
+
+
 def uuid7_pair_str() -> tuple[str, str]:
     """Two new UUIDv7 strings (an idempotency key and a resource id) for the
     price of one clock read and one lock."""
     _, prefix, counter, pool, at = _reserve(2)
-    later = counter + 1
-    return (
-        prefix
-        + _VERSION_AND_COUNTER[counter >> 2]
-        + _VARIANT_AND_COUNTER[counter & 3]
-        + pool[at : at + 16],
-        prefix
-        + _VERSION_AND_COUNTER[later >> 2]
-        + _VARIANT_AND_COUNTER[later & 3]
-        + pool[at + _BLOCK : at + _BLOCK + 16],
+    return _text(prefix, counter, pool, at), _text(
+        prefix, counter + 1, pool, at + _BLOCK
     )
