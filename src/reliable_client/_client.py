@@ -57,7 +57,9 @@ class _RetryClientMixin:
         budget: RetryBudget | None,
         idempotency: Idempotency | None,
         on_retry: OnRetry | None,
-    ) -> None:
+    ) -> bool:
+        """Build the retry engine (a bad value raises before httpx builds
+        anything); return whether any retry setting was given."""
         self._retry_core = RetryCore(
             retry=retry,
             budget=budget,
@@ -69,11 +71,18 @@ class _RetryClientMixin:
         # httpx's own transports and mounts stay as they are (their tests look
         # at them); each is wrapped, once, when one of our sends picks it.
         self._retrying = {}
+        return (
+            retry is not _DEFAULT_POLICY
+            or budget is not None
+            or idempotency is not _DEFAULT_IDEMPOTENCY
+            or on_retry is not None
+        )
 
-    def _adopt(self, transport: Any, kind: Any, owner: str, configured: bool) -> None:
+    def _adopt(self, owner: str, configured: bool) -> None:
         """Given a RetryTransport as ``transport=``, the client uses its engine
         (policy, budget, keys, counters) rather than wrapping it again."""
-        if not isinstance(transport, kind):
+        transport = self._transport  # type: ignore[attr-defined]
+        if not isinstance(transport, self._retry_transport_class):
             return
         if configured:
             raise TypeError(
@@ -178,15 +187,11 @@ class Client(_RetryClientMixin, httpx.Client):
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        self._set_up_retries("Client", retry, budget, idempotency, on_retry)
-        super().__init__(**kwargs)
-        configured = (
-            retry is not _DEFAULT_POLICY
-            or budget is not None
-            or idempotency is not _DEFAULT_IDEMPOTENCY
-            or on_retry is not None
+        configured = self._set_up_retries(
+            "Client", retry, budget, idempotency, on_retry
         )
-        self._adopt(self._transport, RetryTransport, "Client", configured)
+        super().__init__(**kwargs)
+        self._adopt("Client", configured)
 
     def request(
         self,
@@ -533,15 +538,11 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        self._set_up_retries("AsyncClient", retry, budget, idempotency, on_retry)
-        super().__init__(**kwargs)
-        configured = (
-            retry is not _DEFAULT_POLICY
-            or budget is not None
-            or idempotency is not _DEFAULT_IDEMPOTENCY
-            or on_retry is not None
+        configured = self._set_up_retries(
+            "AsyncClient", retry, budget, idempotency, on_retry
         )
-        self._adopt(self._transport, AsyncRetryTransport, "AsyncClient", configured)
+        super().__init__(**kwargs)
+        self._adopt("AsyncClient", configured)
 
     async def request(
         self,
