@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import sys
 import time
-from importlib import metadata
 
 from .contestants import (
     ASYNC_CONTESTANTS,
@@ -18,42 +15,10 @@ from .contestants import (
     quiet_loggers,
 )
 from .measure import BEFORE_MEMORY_PROBE, MEASUREMENTS, MEMORY_PROBE, Options
-from .report import Report, Table
+from .report import Report, Table, machine, versions
 from .servers import BenchServer
 
 SWITCH_INTERVAL = 0.0005
-
-_PACKAGES = (
-    "reliable-client",
-    "httpx",
-    "httpcore",
-    "tenacity",
-    "httpx-retries",
-    "stamina",
-    "retryhttp",
-    "requests",
-    "urllib3",
-    "psutil",
-)
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _machine() -> str:
-    try:
-        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        load = "n/a"
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, load "
-        f"average {load} at start; Python {platform.python_version()} "
-        f"({platform.python_implementation()})"
-    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -97,11 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             "one process (the memory probe in a child process of its own), all "
             "traffic on 127.0.0.1.",
             "",
-            f"Machine: {_machine()}.",
+            f"Machine: {machine()}.",
             "",
-            "Versions: "
-            + ", ".join(f"{name} {_version(name)}" for name in _PACKAGES)
-            + ".",
+            f"Versions: {versions()}.",
             "",
             f"Shared retry configuration: {CONFIG.describe()}.",
             "",
@@ -110,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "GIL promptly.",
         ]
     )
-    for line in report.preamble:
-        if line:
-            print(line)
-    print()
+    report.print_preamble()
     lineup = Table("Contestants", ["contestant", "configuration"], align="ll")
     for c in (*CONTESTANTS, RC_FOUR_ATTEMPTS):
         lineup.add(c.name, c.config)
@@ -135,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     report.preamble.append("")
     report.preamble.append(f"Total runtime: {total:.0f} s.")
     if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as out:
-            out.write(report.markdown("Benchmark results"))
-        print(f"Markdown written to {args.markdown}")
+        report.write_markdown(args.markdown, "Benchmark results")
     return 0
 
 

@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import TextIO
 
-__all__ = ["Report", "Table", "verdict"]
+__all__ = ["Report", "Table", "machine", "verdict", "versions"]
+
+_PACKAGES = (
+    "reliable-client",
+    "httpx",
+    "httpcore",
+    "tenacity",
+    "httpx-retries",
+    "stamina",
+    "retryhttp",
+    "requests",
+    "urllib3",
+    "psutil",
+)
+
+
+def versions() -> str:
+    """The versions of every package a run compares, for its preamble."""
+    found = []
+    for name in _PACKAGES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return ", ".join(found)
+
+
+def machine() -> str:
+    """The machine and its load now, for a run's preamble."""
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, load "
+        f"average {load} at start; Python {platform.python_version()} "
+        f"({platform.python_implementation()})"
+    )
 
 
 def verdict(value: float, target: float, noise: float = 0.0) -> str:
@@ -84,6 +124,17 @@ class Report:
         self.tables.append(table)
         print(table.text(), file=self.out)
         print(file=self.out, flush=True)
+
+    def print_preamble(self) -> None:
+        for line in self.preamble:
+            if line:
+                print(line, file=self.out)
+        print(file=self.out)
+
+    def write_markdown(self, path: str, title: str) -> None:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(self.markdown(title))
+        print(f"Markdown written to {path}", file=self.out)
 
     def markdown(self, title: str) -> str:
         parts = [f"# {title}", ""]
