@@ -260,6 +260,10 @@ def _timing_table(
         f"{method}; A/A noise gauge: +/-{noise:.3f} (a difference smaller than "
         "this is not a result)"
     )
+    table.notes.append(
+        "Steadier than any timing: instructions per request, counted by "
+        "`python -m benchmarks.instructions` (benchmarks/INSTRUCTIONS.md)"
+    )
     return table
 
 
@@ -806,8 +810,7 @@ def _note_memory_probe(table: Table) -> None:
     if MEMORY_PROBE.running:
         table.notes.append(
             "Timed while the memory probe (7) ran on the other core, which slows "
-            "every row and may not slow them alike: the instruction counts in "
-            "RESULTS.md are the steadier measure."
+            "every row and may not slow them alike."
         )
 
 
