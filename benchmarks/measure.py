@@ -333,6 +333,7 @@ def happy_loopback(opts: Options, server: BenchServer, report: Report) -> None:
             "counted; wall includes them and the GIL hand-offs.  Target applies "
             "to CPU."
         )
+        _note_memory_probe(table)
         report.emit(table)
 
 
@@ -770,7 +771,7 @@ def async_all(opts: Options, server: BenchServer, report: Report) -> None:
 
 class MemoryProbe:
     """Measurement (7) in a child process (``benchmarks.memory_probe``), so
-    that it can run beside the measurements that count rather than time."""
+    that it runs on the second core beside the other measurements."""
 
     def __init__(self) -> None:
         self._child: subprocess.Popen[str] | None = None
@@ -857,7 +858,7 @@ def memory(opts: Options, server: BenchServer, report: Report) -> None:
         f"{m['peak'] / 1024:.0f} KiB; tracemalloc's own small allocations "
         f"fragment the C heap, which is why RSS is read without it); "
         f"gc.collect() before each reading.  In a child process of its own "
-        f"(benchmarks.memory_probe), which runs beside (1) and (3) to (6).  "
+        f"(benchmarks.memory_probe), which runs beside (1) to (6).  "
         f"client.stats: {m['calls']:,} calls, {m['attempts']:,} attempts."
     )
     if traced1 - traced0 > 64 * 1024 and m["growth_sites"]:
@@ -868,8 +869,8 @@ def memory(opts: Options, server: BenchServer, report: Report) -> None:
 
 
 MEASUREMENTS: dict[str, Callable[[Options, BenchServer, Report], None]] = {
-    # Timed measurements first, (2) before the memory probe starts; then those
-    # that count requests.
+    # Timed measurements first, then those that count requests.  The memory
+    # probe runs beside all of them, in a process of its own.
     "loopback": happy_loopback,
     "happy": happy_mock,
     "async": async_all,
@@ -878,6 +879,3 @@ MEASUREMENTS: dict[str, Callable[[Options, BenchServer, Report], None]] = {
     "duplicates": duplicates,
     "memory": memory,
 }
-# The memory probe runs in a process of its own beside every measurement but
-# (2), which times a client thread and a server thread on both cores.
-BEFORE_MEMORY_PROBE = frozenset({"loopback"})
