@@ -15,32 +15,20 @@ from .contestants import (
     quiet_loggers,
 )
 from .measure import MEASUREMENTS, MEMORY_PROBE, Options
-from .report import Report, Table, machine, versions
+from .report import Report, Table, command_line, machine, versions
 from .servers import BenchServer
 
 SWITCH_INTERVAL = 0.0005
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description="reliable_client against plain httpx and peer retry libraries. "
+    parser = command_line(
+        "python -m benchmarks",
+        "reliable_client against plain httpx and peer retry libraries. "
         "Prints every measurement beside its target; never asserts.",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smaller runs (about 40 s), for smoke tests",
-    )
-    parser.add_argument(
-        "--only",
-        choices=sorted(MEASUREMENTS),
-        action="append",
-        metavar="NAME",
-        help=f"run only this measurement (repeatable): {', '.join(MEASUREMENTS)}",
-    )
-    parser.add_argument(
-        "--markdown", metavar="FILE", help="also write the results as Markdown to FILE"
+        "smaller runs (about 40 s), for smoke tests",
+        list(MEASUREMENTS),
+        "measurement",
     )
     return parser.parse_args(argv)
 

@@ -60,7 +60,7 @@ from .measure import (
     TARGET_POST,
     mock_handler,
 )
-from .report import Report, Table, machine, verdict, versions
+from .report import Report, Table, command_line, machine, verdict, versions
 from .servers import BenchServer
 
 __all__ = ["main"]
@@ -259,22 +259,13 @@ def _table(
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.instructions",
-        description="Instructions per happy-path request (valgrind callgrind), "
+    parser = command_line(
+        "python -m benchmarks.instructions",
+        "Instructions per happy-path request (valgrind callgrind), "
         "reliable_client against plain httpx and peers.  Never asserts.",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="100 requests a count, no peer libraries (a smoke run)",
-    )
-    parser.add_argument(
-        "--only",
-        choices=SCENARIOS,
-        action="append",
-        metavar="NAME",
-        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+        "100 requests a count, no peer libraries (a smoke run)",
+        SCENARIOS,
+        "scenario",
     )
     parser.add_argument(
         "--requests",
@@ -282,7 +273,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="measured requests per count (default 1000; 300 over loopback)",
     )
-    parser.add_argument("--markdown", metavar="FILE", help="also write Markdown")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TextIO
 
-__all__ = ["Report", "Table", "machine", "verdict", "versions"]
+__all__ = ["Report", "Table", "command_line", "machine", "verdict", "versions"]
 
 _PACKAGES = (
     "reliable-client",
@@ -34,6 +36,27 @@ def versions() -> str:
         except metadata.PackageNotFoundError:
             found.append(f"{name} not installed")
     return ", ".join(found)
+
+
+def command_line(
+    prog: str, description: str, quick: str, names: Sequence[str], what: str
+) -> argparse.ArgumentParser:
+    """The options every benchmark command takes: ``--quick`` (``quick``
+    says what it does), ``--only NAME`` (one of ``names``, a ``what``;
+    repeatable) and ``--markdown FILE``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument(
+        "--only",
+        choices=sorted(names),
+        action="append",
+        metavar="NAME",
+        help=f"run only this {what} (repeatable): {', '.join(names)}",
+    )
+    parser.add_argument(
+        "--markdown", metavar="FILE", help="also write the results as Markdown to FILE"
+    )
+    return parser
 
 
 def machine() -> str:
