@@ -58,15 +58,14 @@ def test_unreplayable_body_not_resent_after_429(
     assert len(server.requests("/upload")) == 1
 
 
-async def test_decorator_keys_follow_their_payload_across_task_order(
+async def test_decorator_keys_follow_their_url_across_task_order(
     no_sleep: testing.TestingMode,
 ) -> None:
-    keys: dict[str, list[str]] = {"a": [], "b": []}
+    keys: dict[str, list[str]] = {"/a": [], "/b": []}
     attempt = 0
 
     async def handler(request: httpx.Request) -> httpx.Response:
-        item = json.loads(request.content)["item"]
-        keys[item].append(request.headers["Idempotency-Key"])
+        keys[request.url.path].append(request.headers["Idempotency-Key"])
         return httpx.Response(201)
 
     client = rc.AsyncClient(transport=httpx.MockTransport(handler))
@@ -75,11 +74,11 @@ async def test_decorator_keys_follow_their_payload_across_task_order(
     async def create_both() -> None:
         nonlocal attempt
         attempt += 1
-        order = ["a", "b"] if attempt == 1 else ["b", "a"]
+        order = ["/a", "/b"] if attempt == 1 else ["/b", "/a"]
 
-        async def post(item: str, delay: float) -> None:
+        async def post(path: str, delay: float) -> None:
             await asyncio.sleep(delay)
-            await client.post("http://x/items", json={"item": item})
+            await client.post(f"http://x{path}", json={"item": path})
 
         await asyncio.gather(post(order[0], 0.0), post(order[1], 0.01))
         if attempt == 1:
@@ -87,9 +86,9 @@ async def test_decorator_keys_follow_their_payload_across_task_order(
 
     await create_both()
     await client.aclose()
-    assert len(set(keys["a"])) == 1 and len(keys["a"]) == 2
-    assert len(set(keys["b"])) == 1 and len(keys["b"]) == 2
-    assert keys["a"][0] != keys["b"][0]
+    assert len(set(keys["/a"])) == 1 and len(keys["/a"]) == 2
+    assert len(set(keys["/b"])) == 1 and len(keys["/b"]) == 2
+    assert keys["/a"][0] != keys["/b"][0]
 
 
 def test_auth_flows_and_request_hooks_see_the_key() -> None:
@@ -144,8 +143,24 @@ def test_client_given_a_retry_transport_uses_its_settings(
         assert client.get("http://x/").status_code == 503
         assert client.stats.attempts == 5 and client.retry.max_attempts == 5
     assert len(transport.seen) == 5  # type: ignore[attr-defined]
-    with pytest.raises(TypeError, match="transport"):
-        rc.Client(transport=wrapped, retry=rc.RetryPolicy(max_attempts=2))
+
+
+def test_client_settings_override_those_of_its_retry_transport(
+    no_sleep: testing.TestingMode,
+) -> None:
+    # The client's own retry= wins; what it was not given (the budget) comes
+    # from the transport; the transport then adds no attempts of its own.
+    transport = _recording([httpx.Response(503)])
+    budget = rc.RetryBudget()
+    wrapped = rc.RetryTransport(
+        transport, retry=rc.RetryPolicy(max_attempts=5), budget=budget
+    )
+    with rc.Client(transport=wrapped, retry=rc.RetryPolicy(max_attempts=2)) as client:
+        assert client.get("http://x/").status_code == 503
+        assert client.retry.max_attempts == 2 and client.budget is budget
+        assert client.stats.attempts == 2
+    assert len(transport.seen) == 2  # type: ignore[attr-defined]
+    assert budget.stats.retries == 1
 
 
 def test_decorator_sees_a_custom_key_header(no_sleep: testing.TestingMode) -> None:

@@ -28,6 +28,8 @@ __all__ = ["BudgetStats", "RetryBudget"]
 
 SLOTS = 10
 _OWNER = "RetryBudget"
+# Hosts kept before the first scan for idle ones (per_host=True).
+_PRUNE_MIN = 64
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class RetryBudget:
         ttl: seconds after which a first attempt no longer earns retries
             (default 10.0), ``> 0``.
         per_host: keep one budget per host (default False), so that one failing
-            host cannot spend the budget of a healthy one.
+            host cannot spend the budget of a healthy one.  Hosts unseen for
+            longer than ``ttl`` are forgotten (memory follows live hosts).
         clock: monotonic seconds (default ``time.monotonic``).
 
     Thread- and task-safe; O(1) per request; no background thread.
@@ -138,6 +141,7 @@ class RetryBudget:
         self._shared = _Window(math.floor(clock() / self._slice))
         # One window per host, or the shared one under the key "".
         self._windows: dict[str, _Window] = {} if per_host else {"": self._shared}
+        self._prune_at = _PRUNE_MIN
         self._first_attempts = 0
         self._retries = 0
         self._refused = 0
@@ -155,6 +159,8 @@ class RetryBudget:
             key = host or ""
             window = self._windows.get(key)
             if window is None:
+                if len(self._windows) >= self._prune_at:
+                    self._prune(slot)
                 window = self._windows[key] = _Window(slot)
                 return window
         else:
@@ -163,31 +169,46 @@ class RetryBudget:
             window.advance(slot)
         return window
 
+    def _prune(self, slot: int) -> None:
+        """Forget the hosts whose every deposit and withdrawal has expired (a
+        fresh window stands for them exactly), so memory follows the hosts
+        seen in the last ``ttl``, not every host ever seen."""
+        idle = [
+            key for key, window in self._windows.items() if slot - window.slot > SLOTS
+        ]
+        for key in idle:
+            del self._windows[key]
+        # Amortised O(1): the next scan waits for as many new hosts again.
+        self._prune_at = max(_PRUNE_MIN, 2 * len(self._windows))
+
     def deposit(self, host: str | None = None, now: float | None = None) -> None:
         """Record a first attempt (earns ``ratio`` of a retry for ``ttl``).
 
         ``now``: a reading of this budget's clock just taken by the caller,
         which saves reading it again (default: read it).
         """
-        # Every request passes here: acquire/release costs half a with block,
-        # and the shared window is inline.
+        # Every request passes here: acquire/release costs half a with block.
         lock = self._lock
         lock.acquire()
         try:
-            if self.per_host:
-                window = self._window(host, now)
-            else:
-                window = self._shared
-                if now is None:
-                    now = self._clock()
-                slot = math.floor(now / self._slice)
-                if slot > window.slot:
-                    window.advance(slot)
-            window.deposits[window.slot % (SLOTS + 1)] += 1
-            window.deposited += 1
-            self._first_attempts += 1
+            self._deposit(host, now)
         finally:
             lock.release()
+
+    def _deposit(self, host: str | None, now: float | None) -> None:
+        # The caller holds the lock.  The shared window is inline.
+        if self.per_host:
+            window = self._window(host, now)
+        else:
+            window = self._shared
+            if now is None:
+                now = self._clock()
+            slot = math.floor(now / self._slice)
+            if slot > window.slot:
+                window.advance(slot)
+        window.deposits[window.slot % (SLOTS + 1)] += 1
+        window.deposited += 1
+        self._first_attempts += 1
 
     def try_spend(self, host: str | None = None) -> bool:
         """Take one retry from the budget; ``False`` if none is left."""
@@ -207,8 +228,11 @@ class RetryBudget:
 
     @property
     def balance(self) -> float:
-        """Retries allowed right now (summed over hosts when ``per_host``)."""
+        """Retries allowed right now (summed over the hosts seen in the last
+        ``ttl`` when ``per_host``; the reserve when none was)."""
         with self._lock:
+            if self.per_host:
+                self._prune(math.floor(self._clock() / self._slice))
             if not self._windows:
                 return self.reserve
             return sum(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, cast
 
+import anyio
 import httpx
 from httpx import URL, Headers, Request, Response
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
@@ -22,8 +24,10 @@ from httpx._types import (
 )
 
 from ._budget import RetryBudget
-from ._core import RETRY_KEY, RetryCore, client_send, resolve_policy
+from ._cookies import refresh_cookie_header
+from ._core import OUTER_KEY, RETRY_KEY, RetryCore, resolve_policy
 from ._idempotency import Idempotency
+from ._loop import asend_call, send_call
 from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
 from ._transports import AsyncRetryTransport, RetryTransport
@@ -48,7 +52,6 @@ class _RetryClientMixin:
     """What both clients add to httpx's: the retry engine and its counters."""
 
     _retry_core: RetryCore
-    _retrying: dict[int, Any]
 
     def _set_up_retries(
         self,
@@ -57,9 +60,9 @@ class _RetryClientMixin:
         budget: RetryBudget | None,
         idempotency: Idempotency | None,
         on_retry: OnRetry | None,
-    ) -> bool:
+    ) -> None:
         """Build the retry engine (a bad value raises before httpx builds
-        anything); return whether any retry setting was given."""
+        anything)."""
         self._retry_core = RetryCore(
             retry=retry,
             budget=budget,
@@ -68,29 +71,38 @@ class _RetryClientMixin:
             clock=None,
             owner=owner,
         )
-        # httpx's own transports and mounts stay as they are (their tests look
-        # at them); each is wrapped, once, when one of our sends picks it.
-        self._retrying = {}
-        return (
-            retry is not _DEFAULT_POLICY
-            or budget is not None
-            or idempotency is not _DEFAULT_IDEMPOTENCY
-            or on_retry is not None
-        )
+        self._given = (retry, budget, idempotency, on_retry)
 
-    def _adopt(self, owner: str, configured: bool) -> None:
-        """Given a RetryTransport as ``transport=``, the client uses its engine
-        (policy, budget, keys, counters) rather than wrapping it again."""
+    def _adopt(self, owner: str) -> None:
+        """Given a RetryTransport as ``transport=``, the client takes that
+        transport's settings for those it was not given itself; the transport
+        then makes one attempt per request (the client owns the retries)."""
         transport = self._transport  # type: ignore[attr-defined]
+        retry, budget, idempotency, on_retry = self._given
+        del self._given
         if not isinstance(transport, self._retry_transport_class):
             return
-        if configured:
-            raise TypeError(
-                f"{owner}(transport={type(transport).__name__}(...)) takes its "
-                "retry settings from that transport: pass retry=, budget=, "
-                "idempotency= and on_retry= to the transport, not the client"
-            )
-        self._retry_core = transport._core
+        theirs = transport._core
+        if (
+            retry is _DEFAULT_POLICY
+            and budget is None
+            and idempotency is _DEFAULT_IDEMPOTENCY
+            and on_retry is None
+        ):
+            self._retry_core = theirs  # the same engine: one set of counters
+            return
+        self._retry_core = RetryCore(
+            retry=theirs.policy if retry is _DEFAULT_POLICY else retry,
+            budget=theirs.budget if budget is None else budget,
+            idempotency=(
+                theirs.idempotency
+                if idempotency is _DEFAULT_IDEMPOTENCY
+                else idempotency
+            ),
+            on_retry=theirs.on_retry if on_retry is None else on_retry,
+            clock=None,
+            owner=owner,
+        )
 
     def _redirect_headers(self, request: Request, url: URL, method: str) -> Headers:
         headers: Headers = cast(Any, super())._redirect_headers(request, url, method)
@@ -103,33 +115,12 @@ class _RetryClientMixin:
                 headers.pop(idempotency.resource_id_header, None)
         return headers
 
-    def _prepare_send(
-        self, request: Request, retry: RetryPolicy | Literal[False] | None
-    ) -> None:
-        """What both sends do first: a per-call policy, and the keys (before
-        auth flows and event hooks, so that they see them)."""
-        if retry is not None:
-            request.extensions = dict(_with_retry(request.extensions, retry) or {})
-        idempotency = self._retry_core.idempotency
-        if idempotency is not None and request.method in idempotency._methods:
-            idempotency.apply(request)
+    def _cookies_for_retry(self, request: Request, replaced: Response) -> None:
+        """Before a retry: the cookies that ``replaced`` (a discarded
+        response) set are in the jar now; send the jar's values for them."""
+        refresh_cookie_header(request, self.cookies, replaced)  # type: ignore[attr-defined]
 
     _retry_transport_class: Any
-
-    _httpx_transport_for_url: Any
-
-    def _transport_for_url(self, url: URL) -> Any:
-        transport = self._httpx_transport_for_url(url)
-        kind = self._retry_transport_class
-        if client_send.get() is None or isinstance(transport, kind):
-            # Not one of our sends, or retrying already: wrapping it again
-            # would multiply attempts.
-            return transport
-        wrapper = self._retrying.get(id(transport))
-        if wrapper is None:
-            wrapper = kind._around(transport, self._retry_core)
-            self._retrying[id(transport)] = wrapper
-        return wrapper
 
     @property
     def retry(self) -> RetryPolicy:
@@ -175,7 +166,6 @@ class Client(_RetryClientMixin, httpx.Client):
     """
 
     _retry_transport_class = RetryTransport
-    _httpx_transport_for_url = httpx.Client._transport_for_url
 
     def __init__(
         self,
@@ -187,11 +177,9 @@ class Client(_RetryClientMixin, httpx.Client):
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        configured = self._set_up_retries(
-            "Client", retry, budget, idempotency, on_retry
-        )
+        self._set_up_retries("Client", retry, budget, idempotency, on_retry)
         super().__init__(**kwargs)
-        self._adopt("Client", configured)
+        self._adopt("Client")
 
     def request(
         self,
@@ -278,16 +266,34 @@ class Client(_RetryClientMixin, httpx.Client):
         follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | Literal[False] | None = None,
     ) -> Response:
-        """Send a request; ``retry`` overrides the policy for this call."""
-        self._prepare_send(request, retry)
-        # Non-streamed bodies are read inside the retry loop (rule 8).
-        token = client_send.set(not stream)
+        """Send a request; ``retry`` overrides the policy for this call.
+
+        Each attempt is sent as httpx sends a request (auth flow, redirects,
+        event hooks, cookies); a non-streamed body is read inside the retry
+        loop, so that a failure mid-body is retried too (rule 8).
+        """
+        core = self._retry_core
+        policy, started = core.prepare(request, retry)
+        send = super().send
+
+        def attempt() -> Response:
+            return send(
+                request, stream=True, auth=auth, follow_redirects=follow_redirects
+            )
+
         try:
-            return super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            return send_call(
+                core,
+                request,
+                policy,
+                started,
+                attempt,
+                time.sleep,
+                read=not stream,
+                before_retry=self._cookies_for_retry,
             )
         finally:
-            client_send.reset(token)
+            request.extensions.pop(OUTER_KEY, None)
 
     def get(
         self,
@@ -526,7 +532,6 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
     """
 
     _retry_transport_class = AsyncRetryTransport
-    _httpx_transport_for_url = httpx.AsyncClient._transport_for_url
 
     def __init__(
         self,
@@ -538,11 +543,9 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        configured = self._set_up_retries(
-            "AsyncClient", retry, budget, idempotency, on_retry
-        )
+        self._set_up_retries("AsyncClient", retry, budget, idempotency, on_retry)
         super().__init__(**kwargs)
-        self._adopt("AsyncClient", configured)
+        self._adopt("AsyncClient")
 
     async def request(
         self,
@@ -629,16 +632,34 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         follow_redirects: bool | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | Literal[False] | None = None,
     ) -> Response:
-        """Send a request; ``retry`` overrides the policy for this call."""
-        self._prepare_send(request, retry)
-        # Non-streamed bodies are read inside the retry loop (rule 8).
-        token = client_send.set(not stream)
+        """Send a request; ``retry`` overrides the policy for this call.
+
+        Each attempt is sent as httpx sends a request (auth flow, redirects,
+        event hooks, cookies); a non-streamed body is read inside the retry
+        loop, so that a failure mid-body is retried too (rule 8).
+        """
+        core = self._retry_core
+        policy, started = core.prepare(request, retry)
+        send = super().send
+
+        def attempt() -> Awaitable[Response]:
+            return send(
+                request, stream=True, auth=auth, follow_redirects=follow_redirects
+            )
+
         try:
-            return await super().send(
-                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            return await asend_call(
+                core,
+                request,
+                policy,
+                started,
+                attempt,
+                anyio.sleep,
+                read=not stream,
+                before_retry=self._cookies_for_retry,
             )
         finally:
-            client_send.reset(token)
+            request.extensions.pop(OUTER_KEY, None)
 
     async def get(
         self,

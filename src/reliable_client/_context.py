@@ -2,14 +2,15 @@
 
 Inside a decorated call, clients and transports make one attempt per request
 and leave retrying to the decorator, so that layers never multiply.  The
-decorator also replays, attempt after attempt, the keys that the first attempt
-used: the k-th keyed request of every attempt gets the k-th key pair.
+decorator also replays, attempt after attempt, the keys that earlier attempts
+used: the k-th keyed request to a method and URL gets the k-th pair made for
+that method and URL.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -19,43 +20,35 @@ __all__ = ["KeyJournal", "OuterLayer", "outer_layer"]
 class KeyJournal:
     """The (key, resource id) pairs handed out during one decorated call.
 
-    Attempt after attempt, a keyed request gets the pair of the first
-    attempt's request with the same method, URL and body (so that tasks
-    which reach their requests in another order still get their own keys);
-    failing that, the pair at its position, so that the k-th keyed request
-    of every attempt reuses the k-th pair of the first.
+    Pairs are filed by the request's method and URL.  In every attempt, the
+    k-th keyed request to one method and URL gets the k-th pair filed under
+    them, made by the first attempt that sent such a request; a request that
+    no earlier attempt made gets a fresh pair (filed for later attempts).  So
+    a request never carries a key that was sent to another method or URL.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: list[tuple[Hashable, tuple[str, str]]] = []
-        self._used: set[int] = set()
-        self._position = 0
+        self._pairs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._taken: dict[tuple[str, str], int] = {}
 
     def rewind(self) -> None:
-        """Start a new attempt: hand out the recorded pairs again."""
+        """Start a new attempt: hand out the filed pairs again."""
         with self._lock:
-            self._position = 0
-            self._used = set()
+            self._taken = {}
 
     def take(
-        self, fingerprint: Hashable, make: Callable[[], tuple[str, str]]
+        self, method: str, url: str, make: Callable[[], tuple[str, str]]
     ) -> tuple[str, str]:
-        """The pair for this request: a recorded one, or ``make()`` recorded."""
+        """The pair for this request: a filed one, or ``make()``, filed."""
+        target = (method, url)
         with self._lock:
-            position = self._position
-            self._position += 1
-            for index, (recorded, pair) in enumerate(self._entries):
-                if index not in self._used and recorded == fingerprint:
-                    self._used.add(index)
-                    return pair
-            if position < len(self._entries) and position not in self._used:
-                self._used.add(position)
-                return self._entries[position][1]
-            pair = make()
-            self._used.add(len(self._entries))
-            self._entries.append((fingerprint, pair))
-            return pair
+            taken = self._taken.get(target, 0)
+            self._taken[target] = taken + 1
+            pairs = self._pairs.setdefault(target, [])
+            if taken == len(pairs):
+                pairs.append(make())
+            return pairs[taken]
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 import httpx
@@ -20,6 +19,7 @@ import tenacity
 from . import _testing_state
 from ._budget import RetryBudget
 from ._context import outer_layer
+from ._deadline import bound_timeouts
 from ._decision import (
     FINAL,
     IDEMPOTENCY_HEADER,
@@ -45,21 +45,25 @@ from ._policy import NO_RETRY, RetryPolicy
 
 __all__ = [
     "ATTEMPT",
+    "ATTEMPT_KEY",
+    "OUTER_KEY",
     "RETRY_KEY",
     "Call",
     "Discard",
     "Read",
     "RetryCore",
     "Step",
-    "client_send",
     "resolve_policy",
 ]
 
 RETRY_KEY = "retry"
-# Set by Client/AsyncClient around a send: None outside one; True when the
-# response is not streamed, so that the transport reads the body inside its
-# retry loop and a failure mid-body is retried (rule 8); False when streamed.
-client_send: ContextVar[bool | None] = ContextVar("reliable_client_send", default=None)
+ATTEMPT_KEY = "reliable_client.attempt"
+"""Request extension: which attempt of its call this request is (1 for the
+first, 2 for the first retry, ...).  Set before every attempt."""
+OUTER_KEY = "reliable_client.outer"
+"""Request extension, set while a reliable_client layer (a client, or a
+transport) sends the request: it owns the request's retries and keys, so a
+``RetryTransport`` below it makes one attempt and adds nothing."""
 
 
 class _Attempt:
@@ -138,7 +142,7 @@ class RetryCore:
         self.idempotency = idempotency
         self.on_retry = on_retry
         self.clock = clock or time.monotonic
-        self.counters = Counters()
+        self.counters = Counters(self.budget._lock)
         self.key_header = idempotency.header if idempotency else IDEMPOTENCY_HEADER
         self.resource_id_header = (
             idempotency.resource_id_header
@@ -151,21 +155,24 @@ class RetryCore:
         self._budget_reads_clock = self.budget._clock is self.clock
 
     def prepare(
-        self, request: httpx.Request, sending: bool | None
+        self, request: httpx.Request, override: object = None
     ) -> tuple[RetryPolicy, float]:
-        """Ready ``request`` for its first attempt (``sending``: the value of
-        :data:`client_send`); return the policy to use and the call's start,
-        a ``clock()`` reading."""
+        """Ready ``request`` for its first attempt: mark it as ours, give it
+        its keys; return the policy to use (``override``, a per-call
+        ``retry=``, before the request's ``extensions["retry"]``) and the
+        call's start, a ``clock()`` reading."""
+        # A copy: the caller's dict may be shared by other requests.
+        extensions = dict(request.extensions)
         policy = self.policy
-        extensions = request.extensions
-        if RETRY_KEY in extensions:
+        if override is not None:
+            policy = resolve_policy(override, "retry=")
+        elif RETRY_KEY in extensions:
             policy = resolve_policy(extensions[RETRY_KEY], 'extensions["retry"]')
+        extensions[OUTER_KEY] = True
+        extensions[ATTEMPT_KEY] = 1
+        request.extensions = extensions
         idempotency = self.idempotency
-        if (
-            sending is None  # else our Client applied them already
-            and idempotency is not None
-            and request.method in idempotency._methods
-        ):
+        if idempotency is not None and request.method in idempotency._methods:
             idempotency.apply(request)
         layer = outer_layer.get()
         if layer is not None:
@@ -173,13 +180,12 @@ class RetryCore:
             # this call: one attempt here, within the decorator's deadline.
             self.counters.count_call()
             if layer.deadline_at is not None:
-                left = layer.deadline_at - time.monotonic()
-                _cap_timeouts(request, max(left, 0.001))
+                bound_timeouts(request, layer.deadline_at, time.monotonic)
             return NO_RETRY, self.clock()
         host = request.url.host if self.budget.per_host else None
         policy, started = self.begin_call(policy, host)
         if policy.deadline is not None:
-            _cap_timeouts(request, policy.deadline)
+            bound_timeouts(request, started + policy.deadline, self.clock)
         return policy, started
 
     def begin_call(
@@ -187,9 +193,17 @@ class RetryCore:
     ) -> tuple[RetryPolicy, float]:
         """Count a call and its first attempt; return ``policy`` as testing
         mode allows it, and the call's start (a ``clock()`` reading)."""
-        self.counters.count_call()
         started = self.clock()
-        self.budget.deposit(host, started if self._budget_reads_clock else None)
+        budget = self.budget
+        # One lock for the call's count and its deposit (the counters share
+        # the budget's lock); acquire/release costs half a with block.
+        lock = budget._lock
+        lock.acquire()
+        try:
+            self.counters.calls += 1
+            budget._deposit(host, started if self._budget_reads_clock else None)
+        finally:
+            lock.release()
         if _testing_state._current is not None:
             capped = _testing_state.cap_attempts(policy.max_attempts)
             if capped != policy.max_attempts:
@@ -201,6 +215,7 @@ class Call:
     """The retry state of one call, made after its first attempt failed."""
 
     __slots__ = (
+        "before_retry",
         "core",
         "gave_up",
         "judge",
@@ -223,8 +238,12 @@ class Call:
         *,
         label: str = "",
         judge: Callable[[BaseException], Verdict] | None = None,
+        before_retry: Callable[[httpx.Request, httpx.Response], None] | None = None,
     ) -> None:
         self.core = core
+        self.before_retry = before_retry
+        """Called with the request and the response a retry replaces, before
+        the retry is sent (a client brings the cookie jar up to date)."""
         self.request = request
         self.policy = policy
         self.started = started
@@ -256,6 +275,7 @@ class Call:
         Returns the final result, or raises the final error.
         """
         while True:
+            replaced = None
             if error is None:
                 delay = self._after_result(result)
                 if delay is None:
@@ -269,13 +289,14 @@ class Call:
                     self.finish(result)
                     return result
                 yield Discard(result)
+                replaced = result
             else:
                 delay = self._after_error(error)
                 if delay is None:
                     self.finish(error)
                     raise error
             yield delay
-            self.next_attempt()
+            self.next_attempt(replaced)
             result, error = yield ATTEMPT
 
     def _after_result(self, result: Any) -> float | None:
@@ -365,15 +386,17 @@ class Call:
         state.idle_for += decision.delay
         return decision.delay
 
-    def next_attempt(self) -> None:
-        """Book the attempt about to be sent."""
+    def next_attempt(self, replaced: httpx.Response | None = None) -> None:
+        """Book the attempt about to be sent (after ``replaced``, the response
+        it replaces, if there was one)."""
         state = self.state
         state.prepare_for_next_attempt()
         self.core.counters.count_retry()
-        deadline = self.policy.deadline
-        if deadline is not None and self.request is not None:
-            left = deadline - (self.core.clock() - self.started)
-            _cap_timeouts(self.request, max(left, 0.001))
+        request = self.request
+        if request is not None:
+            request.extensions[ATTEMPT_KEY] = state.attempt_number
+            if replaced is not None and self.before_retry is not None:
+                self.before_retry(request, replaced)
 
     def finish(self, target: object) -> None:
         """Attach the record to what the caller gets, and count the ending."""
@@ -403,14 +426,3 @@ class Call:
 _REPORTED_STOPS = frozenset(
     {"budget", "deadline", "retry_after", "stop", "body_not_replayable"}
 )
-
-
-def _cap_timeouts(request: httpx.Request, left: float) -> None:
-    timeouts = request.extensions.get("timeout") or {}
-    capped = {
-        name: left if value is None else min(value, left)
-        for name, value in timeouts.items()
-    }
-    for name in ("connect", "read", "write", "pool"):
-        capped.setdefault(name, left)
-    request.extensions = {**request.extensions, "timeout": capped}

@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# Set on a request whose key travels in another header (Idempotency(header=)).
-KEY_HEADER_EXTENSION = "reliable_client.key_header"
+# Set on a request that reliable_client keyed: (key header, key, resource id).
+KEYS_EXTENSION = "reliable_client.keys"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 # The request never left this machine: safe to send again, whatever the method.
@@ -176,10 +176,17 @@ def judge_error(
     *,
     keyed: bool,
 ) -> Verdict:
-    """Apply the safety rule to an exception raised by an attempt."""
+    """Apply the safety rule to an exception raised by an attempt.
+
+    An error on a later leg of the attempt (a redirect hop) comes after
+    ``request`` itself was answered: whatever the error, ``request`` reached
+    the server.
+    """
     reached = reached_server(exc)
     if reached is None:
         return FINAL
+    if not reached and getattr(exc, "_request", None) not in (None, request):
+        reached = True
     reason = type(exc).__name__
     if not reached:
         return Verdict(True, reason)
@@ -280,8 +287,8 @@ def judge_exception(exc: BaseException, policy: RetryPolicy) -> Verdict:
 
 
 def _keyed_as_sent(request: httpx.Request) -> bool:
-    header = request.extensions.get(KEY_HEADER_EXTENSION, IDEMPOTENCY_HEADER)
-    return is_keyed(request, header)
+    keys = request.extensions.get(KEYS_EXTENSION)
+    return is_keyed(request, IDEMPOTENCY_HEADER if keys is None else keys[0])
 
 
 _unix_now = time.time

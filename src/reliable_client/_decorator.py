@@ -2,9 +2,10 @@
 
 Inside a decorated call, reliable clients and transports make one attempt per
 request and leave retrying to the decorator (the outermost one, when
-decorators nest), so retry layers never multiply.  Every attempt replays the
-idempotency keys of the first: the k-th keyed request of each attempt carries
-the key and resource id of the k-th keyed request of the first attempt.
+decorators nest), so retry layers never multiply.  Attempts replay the
+idempotency keys of earlier ones by method and URL: the k-th keyed request of
+an attempt to one method and URL carries the key and resource id of the k-th
+such request of the first attempt that made one.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def retry(
     /,
     *,
     budget: RetryBudget | None = None,
-    on: tuple[type[BaseException], ...] = (),
+    on: tuple[type[Exception], ...] = (),
     on_retry: OnRetry | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
@@ -67,7 +68,9 @@ def retry(
         policy: a :class:`RetryPolicy` (default ``RetryPolicy()``).
         budget: a :class:`RetryBudget` to spend retries from (default: one of
             this decorator's own); pass the clients' budget to share it.
-        on: exception types that are always worth a retry.
+        on: ``Exception`` subclasses that are always worth a retry (a
+            ``BaseException`` that is not an ``Exception``, such as
+            ``KeyboardInterrupt``, is refused with ``TypeError``).
         on_retry: called with a :class:`RetryEvent` before each retry and when
             retrying is stopped early.
     """
@@ -80,6 +83,14 @@ def retry(
         isinstance(kind, type) and issubclass(kind, BaseException) for kind in on
     ):
         raise TypeError(f"retry(on=...) must be a tuple of exception types, got {on!r}")
+    for kind in on:
+        if not issubclass(kind, Exception):
+            # KeyboardInterrupt, SystemExit, CancelledError, GeneratorExit: a
+            # retry must never swallow them.
+            raise TypeError(
+                f"retry(on=...): {kind.__name__} is not an Exception subclass; "
+                "cancellation and exits are never retried"
+            )
 
     def decorator(function: Callable[P, R]) -> Callable[P, R]:
         return _decorate(function, chosen, budget, on, on_retry)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from ._context import outer_layer
-from ._decision import IDEMPOTENCY_HEADER, KEY_HEADER_EXTENSION
+from ._decision import KEYS_EXTENSION
 from ._uuid7 import uuid7_pair_str, uuid7_str
 from ._validation import check_methods, check_token
 
@@ -122,9 +122,11 @@ class Idempotency:
         rid_in_header = rid is not None
         field_name = self.resource_id_field
         body: dict[str, Any] | None = None
+        in_body = False
         if field_name is not None:
             body = _json_object(request)
             if body is not None:
+                in_body = True
                 value = body.get(field_name)
                 if value is not None and value != "":
                     body = None  # the caller's own id stays as it is...
@@ -135,8 +137,11 @@ class Idempotency:
             if layer is None:
                 pair = self._new_pair()
             else:
-                # Inside @retry: every attempt replays the first one's keys.
-                pair = layer.journal.take(_fingerprint(request), self._new_pair)
+                # Inside @retry: attempts replay the keys sent before to the
+                # same method and URL.
+                pair = layer.journal.take(
+                    request.method, str(request.url), self._new_pair
+                )
             if key is None:
                 key = pair[0]
                 # Known absent: appended as httpx stores headers, no lookup.
@@ -151,12 +156,14 @@ class Idempotency:
         if body is not None and field_name is not None:
             body[field_name] = rid  # absent, null or empty: ours to fill
             _replace_json_body(request, body)
-        if self.header != IDEMPOTENCY_HEADER:
-            # Lets the decorator see this request as keyed, as we do.
-            request.extensions = {
-                **request.extensions,
-                KEY_HEADER_EXTENSION: self.header,
-            }
+        # What outcome() and the decorator read back, whatever the headers
+        # are called and wherever the id travels (if it travels at all).
+        travels = rid_in_header or self._rid_header_raw or in_body
+        request.extensions[KEYS_EXTENSION] = (
+            self.header,
+            key,
+            rid if travels else None,
+        )
 
 
 def _find(
@@ -178,11 +185,6 @@ def _find(
 
 def _is_scalar(value: object) -> bool:
     return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-
-
-def _fingerprint(request: httpx.Request) -> tuple[str, str, int | None]:
-    content = request.content if isinstance(request.stream, httpx.ByteStream) else None
-    return request.method, str(request.url), None if content is None else hash(content)
 
 
 def _json_object(request: httpx.Request) -> dict[str, Any] | None:

@@ -1,7 +1,7 @@
 """Drivers of the retry loop: the only code that differs between sync and async.
 
 :meth:`reliable_client._core.Call.steps` decides; a driver carries out each
-step with blocking or awaitable I/O: make an attempt, read a body, close a
+step with blocking or awaitable I/O: make an attempt, read a body, discard a
 response, sleep (or, in testing mode, record the sleep).
 """
 
@@ -15,9 +15,125 @@ import anyio
 import httpx
 
 from . import _testing_state
-from ._core import Discard, Read, Step
+from ._core import Call, Discard, Read, RetryCore, Step
+from ._deadline import DeadlineStream
+from ._outcome import RECORD_KEY, request_label
+from ._policy import RetryPolicy
 
-__all__ = ["aread_body", "arun", "read_body", "run"]
+__all__ = [
+    "DRAIN_LIMIT",
+    "adiscard",
+    "aread_body",
+    "arun",
+    "asend_call",
+    "discard",
+    "read_body",
+    "run",
+    "send_call",
+]
+
+BeforeRetry = Callable[[httpx.Request, httpx.Response], None]
+
+DRAIN_LIMIT = 64 * 1024
+"""Bytes of a discarded response's body read before it is closed, so that its
+connection goes back to the pool for the retry (a longer body, or one of
+unknown length, is closed unread: the connection is dropped)."""
+
+
+def send_call(
+    core: RetryCore,
+    request: httpx.Request,
+    policy: RetryPolicy,
+    started: float,
+    attempt: Callable[[], httpx.Response],
+    sleep: Callable[[float], None],
+    *,
+    read: bool,
+    bound: bool = False,
+    before_retry: BeforeRetry | None = None,
+) -> httpx.Response:
+    """One call: its first attempt and, if that failed, the retry loop.
+
+    ``read``: read the body inside the loop (a client's non-streamed
+    response).  ``bound``: make the body the caller reads end at the deadline
+    (what a transport returns).  A first attempt that answers is the common
+    case, and costs a set lookup.
+    """
+    retrying = policy.max_attempts > 1
+    try:
+        response = attempt()
+        if not retrying or response.status_code not in policy._judged_statuses:
+            deadline = None if policy.deadline is None else started + policy.deadline
+            if read:
+                read_body(response, request, deadline, core.clock)
+            elif bound:
+                _bound(response, request, deadline, core.clock)
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        error = None
+    except Exception as exc:
+        if not retrying:
+            raise
+        response, error = None, exc
+    call = Call(
+        core,
+        request,
+        policy,
+        started,
+        label=request_label(request),
+        before_retry=before_retry,
+    )
+    result: httpx.Response = run(
+        call.steps(response, error, read_body=read), attempt, sleep
+    )
+    if bound:
+        _bound(result, request, call.deadline_at, core.clock)
+    return result
+
+
+async def asend_call(
+    core: RetryCore,
+    request: httpx.Request,
+    policy: RetryPolicy,
+    started: float,
+    attempt: Callable[[], Awaitable[httpx.Response]],
+    sleep: Callable[[float], Awaitable[None]],
+    *,
+    read: bool,
+    bound: bool = False,
+    before_retry: BeforeRetry | None = None,
+) -> httpx.Response:
+    """:func:`send_call` with awaitable I/O."""
+    retrying = policy.max_attempts > 1
+    try:
+        response = await attempt()
+        if not retrying or response.status_code not in policy._judged_statuses:
+            deadline = None if policy.deadline is None else started + policy.deadline
+            if read:
+                await aread_body(response, request, deadline, core.clock)
+            elif bound:
+                _bound(response, request, deadline, core.clock)
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        error = None
+    except Exception as exc:
+        if not retrying:
+            raise
+        response, error = None, exc
+    call = Call(
+        core,
+        request,
+        policy,
+        started,
+        label=request_label(request),
+        before_retry=before_retry,
+    )
+    result: httpx.Response = await arun(
+        call.steps(response, error, read_body=read), attempt, sleep
+    )
+    if bound:
+        _bound(result, request, call.deadline_at, core.clock)
+    return result
 
 
 def run(
@@ -41,7 +157,7 @@ def run(
             except Exception as exc:
                 reply = exc
         elif isinstance(step, Discard):
-            step.response.close()
+            discard(step.response)
         else:  # ATTEMPT
             try:
                 reply = (attempt(), None)
@@ -72,12 +188,24 @@ async def arun(
             except Exception as exc:
                 reply = exc
         elif isinstance(step, Discard):
-            await step.response.aclose()
+            await adiscard(step.response)
         else:  # ATTEMPT
             try:
                 reply = (await attempt(), None)
             except Exception as exc:
                 reply = (None, exc)
+
+
+def _bound(
+    response: httpx.Response,
+    request: httpx.Request,
+    deadline: float | None,
+    clock: Callable[[], float],
+) -> None:
+    if deadline is not None:
+        response.stream = DeadlineStream(
+            response.stream, response, request, deadline, clock
+        )
 
 
 def read_body(
@@ -86,21 +214,16 @@ def read_body(
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Read the raw body into memory, so that a failure mid-body happens here,
-    inside the retry loop.  The client then decodes it as usual.  A body
-    still arriving at ``deadline`` (a ``clock()`` reading) is a ReadTimeout."""
-    stream = response.stream
-    if isinstance(stream, httpx.ByteStream):
-        return  # already in memory
-    assert isinstance(stream, httpx.SyncByteStream)
-    chunks = []
+    """Read the body of a non-streamed response, as httpx's ``send`` would,
+    but inside the retry loop so that a failure mid-body can be retried.  A
+    body still arriving at ``deadline`` (a ``clock()`` reading) is a
+    ``ReadTimeout``; on any failure the response is closed."""
+    _bound(response, request, deadline, clock)
     try:
-        for chunk in stream:
-            chunks.append(chunk)
-            _check_deadline(request, deadline, clock)
-    finally:
-        stream.close()
-    response.stream = httpx.ByteStream(b"".join(chunks))
+        response.read()
+    except BaseException:
+        response.close()
+        raise
 
 
 async def aread_body(
@@ -109,25 +232,38 @@ async def aread_body(
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    stream = response.stream
-    if isinstance(stream, httpx.ByteStream):
-        return
-    assert isinstance(stream, httpx.AsyncByteStream)
-    chunks = []
+    _bound(response, request, deadline, clock)
     try:
-        async for chunk in stream:
-            chunks.append(chunk)
-            _check_deadline(request, deadline, clock)
+        await response.aread()
+    except BaseException:
+        await response.aclose()
+        raise
+
+
+def _drainable(response: httpx.Response) -> bool:
+    if hasattr(response, "_content"):
+        return False  # read already
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) <= DRAIN_LIMIT
+
+
+def discard(response: httpx.Response) -> None:
+    """Close a response that a retry replaces, reading a small body of known
+    length first so that the retry can reuse its connection (rule 7)."""
+    try:
+        if _drainable(response):
+            response.read()
+    except Exception:
+        pass  # a broken body: closing drops the connection, as it must
     finally:
-        await stream.aclose()
-    response.stream = httpx.ByteStream(b"".join(chunks))
+        response.close()
 
 
-def _check_deadline(
-    request: httpx.Request, deadline: float | None, clock: Callable[[], float]
-) -> None:
-    # Timeouts bound each read; only this bounds a body that trickles in.
-    if deadline is not None and clock() >= deadline:
-        raise httpx.ReadTimeout(
-            "the retry deadline passed while the body was arriving", request=request
-        )
+async def adiscard(response: httpx.Response) -> None:
+    try:
+        if _drainable(response):
+            await response.aread()
+    except Exception:
+        pass
+    finally:
+        await response.aclose()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ._decision import IDEMPOTENCY_HEADER, REPLAYED_HEADER
+from ._decision import IDEMPOTENCY_HEADER, KEYS_EXTENSION, REPLAYED_HEADER
 
 __all__ = [
     "ClientStats",
@@ -49,6 +49,12 @@ class Outcome:
     """Why retrying ended early: ``None`` if it did not, else one of
     "budget", "deadline", "retry_after", "stop", "not_idempotent",
     "body_not_replayable"."""
+    in_progress: bool = False
+    """The last answer was ``409 Conflict`` to a keyed request: the server is
+    still working on an attempt with this key (or a dead worker's claim has
+    not yet run out).  The call has not failed: it may have happened or be
+    about to; send it again later with the same key (and resource id) to
+    learn its result."""
 
 
 class Record:
@@ -133,9 +139,13 @@ def outcome(result: httpx.Response | BaseException) -> Outcome:
     record = record or _NO_RECORD
     key = rid = None
     if request is not None:
-        key = request.headers.get(record.key_header)
-        if record.resource_id_header is not None:
-            rid = request.headers.get(record.resource_id_header)
+        keys = request.extensions.get(KEYS_EXTENSION)
+        if keys is not None:
+            key, rid = keys[1], keys[2]
+        else:
+            key = request.headers.get(record.key_header)
+            if record.resource_id_header is not None:
+                rid = request.headers.get(record.resource_id_header)
     return Outcome(
         attempts=record.attempts,
         retries=record.retries,
@@ -145,6 +155,9 @@ def outcome(result: httpx.Response | BaseException) -> Outcome:
         replayed=response is not None
         and response.headers.get(REPLAYED_HEADER, "").lower() == "true",
         stopped_by=record.stopped_by,
+        in_progress=response is not None
+        and response.status_code == 409
+        and key is not None,
     )
 
 
@@ -153,10 +166,12 @@ def _answered_see_other(response: httpx.Response, record: Record) -> bool:
     for hop in (*response.history, response):
         if hop.status_code == 303:
             try:
-                if record.key_header in hop.request.headers:
-                    return True
+                sent = hop.request
             except RuntimeError:  # a response built without a request
                 continue
+            keys = sent.extensions.get(KEYS_EXTENSION)
+            if (record.key_header if keys is None else keys[0]) in sent.headers:
+                return True
     return False
 
 
@@ -213,7 +228,11 @@ class ClientStats:
 
 
 class Counters:
-    """Thread-safe counters behind :class:`ClientStats`."""
+    """Thread-safe counters behind :class:`ClientStats`.
+
+    ``lock`` guards them; a client passes its budget's lock, so that a call's
+    first attempt (counted here, deposited there) takes a single lock.
+    """
 
     __slots__ = (
         "calls",
@@ -223,21 +242,16 @@ class Counters:
         "retries",
     )
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        self.lock = lock or threading.Lock()
         self.calls = 0  # each call's first attempt: attempts = calls + retries
         self.retries = 0
         self.refused_by_budget = 0
         self.gave_up = 0
 
     def count_call(self) -> None:
-        # Every request passes here: acquire/release costs half a with block.
-        lock = self.lock
-        lock.acquire()
-        try:
+        with self.lock:
             self.calls += 1
-        finally:
-            lock.release()
 
     def count_retry(self) -> None:
         with self.lock:

@@ -14,6 +14,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from ._backoff import JITTERS, Jitter, JitteredBackoff
+from ._decision import RetryIfSafe
 from ._validation import check_bool, check_int, check_methods, check_number
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_STATUSES", "RetryPolicy"]
@@ -82,6 +83,7 @@ class RetryPolicy:
     _judged_statuses: frozenset[int] = field(init=False, repr=False, compare=False)
     _wait: wait_base = field(init=False, repr=False, compare=False)
     _stop: stop_base = field(init=False, repr=False, compare=False)
+    _retry: retry_base = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -141,6 +143,7 @@ class RetryPolicy:
         put("_judged_statuses", self._statuses | {409})
         put("_wait", self.wait or self._backoff())
         put("_stop", self._compose_stop())
+        put("_retry", RetryIfSafe(self))
 
     def _backoff(self) -> JitteredBackoff:
         return JitteredBackoff(
@@ -176,9 +179,7 @@ class RetryPolicy:
         """A tenacity retry strategy applying the safety rule to what an attempt
         returned (an ``httpx.Response``) or raised (an ``httpx`` exception, or an
         ``httpx.HTTPStatusError``), judged by the request it carries."""
-        from ._decision import RetryIfSafe
-
-        return RetryIfSafe(self)
+        return self._retry
 
     # -- copies -----------------------------------------------------------
 

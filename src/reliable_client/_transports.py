@@ -9,10 +9,10 @@ import anyio
 import httpx
 
 from ._budget import RetryBudget
-from ._core import Call, RetryCore, client_send
+from ._core import OUTER_KEY, RetryCore
 from ._idempotency import Idempotency
-from ._loop import aread_body, arun, read_body, run
-from ._outcome import RECORD_KEY, ClientStats, OnRetry, request_label
+from ._loop import asend_call, send_call
+from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
 
 __all__ = ["AsyncRetryTransport", "RetryTransport"]
@@ -112,42 +112,26 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         return wrapper
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if OUTER_KEY in request.extensions:
+            # A reliable client (or transport) above owns this request's
+            # retries and keys: one attempt, as it asked.
+            return self._transport.handle_request(request)
         core = self._core
-        sending = client_send.get()
-        policy, started = core.prepare(request, sending)
+        policy, started = core.prepare(request)
+        transport = self._transport
         try:
-            response = self._transport.handle_request(request)
-        except Exception as exc:
-            if policy.max_attempts == 1:
-                raise
-            return self._retry(request, policy, started, None, exc, sending)
-        if policy.max_attempts > 1:
-            if response.status_code in policy._judged_statuses:
-                return self._retry(request, policy, started, response, None, sending)
-            # The first attempt answered: the common case, kept cheap.
-            if sending and not isinstance(response.stream, httpx.ByteStream):
-                try:
-                    read_body(response, request, _deadline(policy, started), core.clock)
-                except Exception as exc:
-                    return self._retry(request, policy, started, None, exc, sending)
-        response.extensions[RECORD_KEY] = core.first_try
-        return response
-
-    def _retry(
-        self,
-        request: httpx.Request,
-        policy: RetryPolicy,
-        started: float,
-        response: httpx.Response | None,
-        error: Exception | None,
-        sending: bool | None,
-    ) -> httpx.Response:
-        call = Call(self._core, request, policy, started, label=request_label(request))
-        steps = call.steps(response, error, read_body=sending is True)
-        result: httpx.Response = run(
-            steps, lambda: self._transport.handle_request(request), self._sleep
-        )
-        return result
+            return send_call(
+                core,
+                request,
+                policy,
+                started,
+                lambda: transport.handle_request(request),
+                self._sleep,
+                read=False,
+                bound=True,
+            )
+        finally:
+            request.extensions.pop(OUTER_KEY, None)
 
     def close(self) -> None:
         self._transport.close()
@@ -207,52 +191,24 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         return wrapper
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if OUTER_KEY in request.extensions:
+            return await self._transport.handle_async_request(request)
         core = self._core
-        sending = client_send.get()
-        policy, started = core.prepare(request, sending)
+        policy, started = core.prepare(request)
+        transport = self._transport
         try:
-            response = await self._transport.handle_async_request(request)
-        except Exception as exc:
-            if policy.max_attempts == 1:
-                raise
-            return await self._retry(request, policy, started, None, exc, sending)
-        if policy.max_attempts > 1:
-            if response.status_code in policy._judged_statuses:
-                return await self._retry(
-                    request, policy, started, response, None, sending
-                )
-            # The first attempt answered: the common case, kept cheap.
-            if sending and not isinstance(response.stream, httpx.ByteStream):
-                try:
-                    await aread_body(
-                        response, request, _deadline(policy, started), core.clock
-                    )
-                except Exception as exc:
-                    return await self._retry(
-                        request, policy, started, None, exc, sending
-                    )
-        response.extensions[RECORD_KEY] = core.first_try
-        return response
-
-    async def _retry(
-        self,
-        request: httpx.Request,
-        policy: RetryPolicy,
-        started: float,
-        response: httpx.Response | None,
-        error: Exception | None,
-        sending: bool | None,
-    ) -> httpx.Response:
-        call = Call(self._core, request, policy, started, label=request_label(request))
-        steps = call.steps(response, error, read_body=sending is True)
-        result: httpx.Response = await arun(
-            steps, lambda: self._transport.handle_async_request(request), self._sleep
-        )
-        return result
+            return await asend_call(
+                core,
+                request,
+                policy,
+                started,
+                lambda: transport.handle_async_request(request),
+                self._sleep,
+                read=False,
+                bound=True,
+            )
+        finally:
+            request.extensions.pop(OUTER_KEY, None)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
-
-
-def _deadline(policy: RetryPolicy, started: float) -> float | None:
-    return None if policy.deadline is None else started + policy.deadline

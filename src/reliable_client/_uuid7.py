@@ -15,8 +15,15 @@ at least 8,192 values to count) whenever the millisecond changes, and
 incremented within one millisecond.  Only past 8,192 UUIDs in one millisecond
 (8 million a second, about ten times what it reaches in CPython) does the
 timestamp move a millisecond ahead, so it follows the real clock at any rate
-this generator reaches.  The 60 random bits keep two processes that forked
-from one state apart even before the child re-seeds.
+this generator reaches.
+
+Forks: a child made by ``os.fork`` (``multiprocessing``'s fork and forkserver
+start methods included) drops its parent's counter and random pool through
+``os.register_at_fork`` before it makes a key, so parent and child never
+share one.  A fork that bypasses Python's fork hooks (a C library calling
+``fork()`` itself, then running Python code in the child without exec) would
+carry on from the parent's pool and could repeat its keys; nothing short of a
+``getpid()`` per key could tell, and that is not paid here.
 
 Strings are the hot path (two per keyed request): the timestamp's text is
 made once per millisecond, the counter's from a table, and the random part is
