@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,8 +29,6 @@ __all__ = ["BudgetStats", "RetryBudget"]
 
 SLOTS = 10
 _OWNER = "RetryBudget"
-# Hosts kept before the first scan for idle ones (per_host=True).
-_PRUNE_MIN = 64
 
 
 @dataclass(frozen=True)
@@ -140,8 +139,10 @@ class RetryBudget:
         self._lock = threading.Lock()
         self._shared = _Window(math.floor(clock() / self._slice))
         # One window per host, or the shared one under the key "".
-        self._windows: dict[str, _Window] = {} if per_host else {"": self._shared}
-        self._prune_at = _PRUNE_MIN
+        # One window per host (least recently used first), or the shared one.
+        self._windows: OrderedDict[str, _Window] = OrderedDict(
+            () if per_host else (("", self._shared),)
+        )
         self._first_attempts = 0
         self._retries = 0
         self._refused = 0
@@ -155,31 +156,33 @@ class RetryBudget:
 
     def _window(self, host: str | None, now: float | None = None) -> _Window:
         slot = math.floor((self._clock() if now is None else now) / self._slice)
-        if self.per_host:
-            key = host or ""
-            window = self._windows.get(key)
-            if window is None:
-                if len(self._windows) >= self._prune_at:
-                    self._prune(slot)
-                window = self._windows[key] = _Window(slot)
-                return window
-        else:
+        if not self.per_host:
             window = self._shared
+        else:
+            windows = self._windows
+            self._forget_idle(slot)
+            key = host or ""
+            found = windows.get(key)
+            if found is None:
+                window = windows[key] = _Window(slot)
+                return window
+            window = found
+            windows.move_to_end(key)  # least recently used first
         if slot > window.slot:
             window.advance(slot)
         return window
 
-    def _prune(self, slot: int) -> None:
+    def _forget_idle(self, slot: int) -> None:
         """Forget the hosts whose every deposit and withdrawal has expired (a
-        fresh window stands for them exactly), so memory follows the hosts
-        seen in the last ``ttl``, not every host ever seen."""
-        idle = [
-            key for key, window in self._windows.items() if slot - window.slot > SLOTS
-        ]
-        for key in idle:
-            del self._windows[key]
-        # Amortised O(1): the next scan waits for as many new hosts again.
-        self._prune_at = max(_PRUNE_MIN, 2 * len(self._windows))
+        fresh window stands for them exactly), so that memory follows the
+        hosts seen in the last ``ttl``; O(1) amortised, as the least recently
+        used host is first."""
+        windows = self._windows
+        while windows:
+            window = next(iter(windows.values()))
+            if slot - window.slot <= SLOTS:
+                return
+            windows.popitem(last=False)
 
     def deposit(self, host: str | None = None, now: float | None = None) -> None:
         """Record a first attempt (earns ``ratio`` of a retry for ``ttl``).
@@ -232,7 +235,7 @@ class RetryBudget:
         ``ttl`` when ``per_host``; the reserve when none was)."""
         with self._lock:
             if self.per_host:
-                self._prune(math.floor(self._clock() / self._slice))
+                self._forget_idle(math.floor(self._clock() / self._slice))
             if not self._windows:
                 return self.reserve
             return sum(

@@ -229,6 +229,9 @@ class Seen:
     query: str = ""
     action: str = ""
     """What the server did with it (the action's class name)."""
+    connection: int = 0
+    """The TCP connection it came on: 1 for the server's first, 2 for the
+    next, ... (two requests with one number shared a kept-alive connection)."""
 
 
 @dataclass
@@ -274,6 +277,8 @@ class ChaosServer:
         self.lifetime = lifetime
         self.host = "127.0.0.1"
         self.seen: list[Seen] = []
+        self.connections = 0
+        """TCP connections accepted so far."""
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._scripts: dict[str, list[Action]] = {}
@@ -398,7 +403,12 @@ class ChaosServer:
                 continue
             except OSError:
                 return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self._lock:
+                self.connections += 1
+                number = self.connections
+            thread = threading.Thread(
+                target=self._serve, args=(conn, number), daemon=True
+            )
             with self._lock:
                 self._threads = [t for t in self._threads if t.is_alive()]
                 self._threads.append(thread)
@@ -431,7 +441,7 @@ class ChaosServer:
             return Forward()
         return Reply(404, {}, b"no script for this path")
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, number: int = 0) -> None:
         conn.settimeout(self.io_timeout)
         with self._lock:
             self._conns.add(conn)
@@ -454,6 +464,7 @@ class ChaosServer:
                             time.monotonic(),
                             query,
                             type(action).__name__,
+                            number,
                         )
                     )
                 if not self._act(conn, action, method, path, query, headers, body):
