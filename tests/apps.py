@@ -102,9 +102,10 @@ class StrictDigest:
 
     realm = "test"
 
-    def __init__(self, user: str, password: str) -> None:
+    def __init__(self, user: str, password: str, *, busy_first: bool = True) -> None:
         self.user = user
         self.password = password
+        self.busy_first = busy_first
         self.nonce = os.urandom(8).hex()
         self.counts_seen: list[str] = []
         self.answers: list[int] = []
@@ -139,4 +140,4 @@ class StrictDigest:
         expected = _md5(f"{ha1}:{self.nonce}:{count}:{fields.get('cnonce')}:auth:{ha2}")
         if fields.get("response") != expected:
             return 401
-        return 503 if len(self.counts_seen) == 1 else 200
+        return 503 if self.busy_first and len(self.counts_seen) == 1 else 200

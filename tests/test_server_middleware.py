@@ -129,7 +129,8 @@ async def test_fifty_concurrent_requests_with_one_key_run_once(
     for response in responses:
         if response.status_code == 409:
             assert_problem(response, 409, "key-in-flight")
-            assert response.headers["retry-after"] == "1"
+            # The holder's lease left, in whole seconds (lease 5 s).
+            assert 1 <= int(response.headers["retry-after"]) <= 5
         elif response is not original[0]:
             assert response.headers["idempotent-replayed"] == "true"
     assert after.headers["idempotent-replayed"] == "true"
@@ -202,16 +203,25 @@ async def test_replay_marks_the_response_and_never_sends_set_cookie(
     )
 
 
-async def test_in_flight_answers_409_with_retry_after(payments: Payments) -> None:
+async def test_in_flight_answers_409_with_retry_after(
+    payments: Payments, clock: FakeClock
+) -> None:
+    # Retry-After: the seconds left of the holder's lease, so that a retry
+    # comes when it could take over the key of a holder that died.
     payments.gate = asyncio.Event()
-    async with client_for(IdempotencyMiddleware(payments, store=MemoryStore())) as c:
+    store = MemoryStore(clock=clock)
+    async with client_for(IdempotencyMiddleware(payments, store=store)) as c:
         first = asyncio.create_task(c.post("/p", headers={KEY: "k"}))
         await payments.entered.wait()
+        clock.advance(1.5)
         busy = await c.post("/p", headers={KEY: "k"})
+        clock.advance(3.4)
+        late = await c.post("/p", headers={KEY: "k"})
         payments.gate.set()
         assert (await first).status_code == 201
     assert_problem(busy, 409, "key-in-flight")
-    assert busy.headers["retry-after"] == "1"
+    assert busy.headers["retry-after"] == "4"  # 3.5 s left, rounded up
+    assert late.headers["retry-after"] == "1"  # 0.1 s left: at least 1
 
 
 @pytest.mark.parametrize(
@@ -728,7 +738,7 @@ def test_defaults_and_bad_arguments(payments: Payments) -> None:
     default = IdempotencyMiddleware(payments)
     assert isinstance(default.store, SQLiteStore)
     assert default.methods == {"POST", "PATCH"} and default.expiry == 86400.0
-    assert default.lease == 30.0 and default.max_key_length == 255
+    assert default.lease == 5.0 and default.max_key_length == 255
     with pytest.raises(ValueError, match="Set-Cookie"):
         IdempotencyMiddleware(payments, replay_headers={"Set-Cookie"})
     with pytest.raises(TypeError, match="replay_headers"):

@@ -35,8 +35,10 @@ RESPONSE = StoredResponse(
 )
 
 
-async def claim_token(store: IdempotencyStore, key: str, fp: str = "fp") -> str:
-    result = await store.claim(key, fp, lease=30.0)
+async def claim_token(
+    store: IdempotencyStore, key: str, fp: str = "fp", lease: float = 30.0
+) -> str:
+    result = await store.claim(key, fp, lease=lease)
     assert isinstance(result, Claimed)
     return result.token
 
@@ -209,11 +211,75 @@ async def test_sqlite_rolls_back_a_failed_claim(tmp_path: Path) -> None:
     await store.aclose()
 
 
-def test_default_sqlite_path_is_per_user_and_directory() -> None:
+def test_default_sqlite_path_is_private_and_per_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
     path = default_sqlite_path()
-    assert os.path.dirname(path) == tempfile.gettempdir()
+    assert not path.startswith(tempfile.gettempdir() + os.sep)
+    assert path.startswith(os.path.expanduser("~") + os.sep)
     assert path == default_sqlite_path()
     assert SQLiteStore().path == path  # no file is opened until first use
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    other = default_sqlite_path()
+    assert other.startswith(str(tmp_path / "state" / "reliable_client") + os.sep)
+    assert other != path  # another app (working directory), another file
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_sqlite_files_are_readable_by_their_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    old_umask = os.umask(0o022)  # a usual umask: new files 0644 by default
+    try:
+        store = SQLiteStore()  # the default location
+        token = await claim_token(store, "k")
+        assert await store.complete("k", token, RESPONSE, expiry=60.0)
+        folder = Path(store.path).parent
+        assert _mode(folder) == 0o700
+        for suffix in ("", "-wal", "-shm"):
+            assert _mode(Path(store.path + suffix)) == 0o600, suffix
+        await store.aclose()
+    finally:
+        os.umask(old_umask)
+
+
+async def test_sqlite_tightens_a_file_others_could_read(tmp_path: Path) -> None:
+    path = tmp_path / "keys.db"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    store = SQLiteStore(path)
+    await claim_token(store, "k")
+    assert _mode(path) == 0o600
+    await store.aclose()
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="only root can make a file another user owns",
+)
+async def test_sqlite_refuses_a_file_another_user_owns(tmp_path: Path) -> None:
+    path = tmp_path / "planted.db"
+    path.touch(mode=0o666)
+    os.chown(path, 65534, 65534)  # nobody's file, planted before us
+    store = SQLiteStore(path)
+    with pytest.raises(PermissionError, match="another user"):
+        await store.claim("k", "fp", lease=5.0)
+
+
+async def test_in_flight_says_how_long_the_lease_has_left(
+    store: IdempotencyStore, clock: FakeClock
+) -> None:
+    await claim_token(store, "k", lease=5.0)
+    clock.advance(2.0)
+    busy = await store.claim("k", "fp", lease=5.0)
+    assert isinstance(busy, InFlight)
+    assert busy.lease_left == pytest.approx(3.0, abs=0.01)
 
 
 # --- Redis specifics ------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -35,6 +36,8 @@ logger = logging.getLogger("reliable_client.server")
 DEFAULT_REPLAY_HEADERS: frozenset[str] = frozenset(
     {
         "cache-control",
+        "content-disposition",
+        "content-encoding",
         "content-language",
         "content-location",
         "content-type",
@@ -48,10 +51,17 @@ DEFAULT_REPLAY_HEADERS: frozenset[str] = frozenset(
     }
 )
 
-# Answers that say "not done, try again": released, never stored, so a
-# retry runs the handler instead of replaying the refusal for 24 hours.
-_NOT_DONE_4XX = frozenset({408, 425, 429})
-# Seconds a client should wait before retrying a 409 or 503 of ours.
+# Answers that say "not done here": released, never stored, so a retry (or
+# the redirected or authenticated request) runs the handler instead of
+# getting the refusal replayed for 24 hours.  5xx too, see _not_done.
+_NOT_DONE = frozenset(
+    {
+        300, 301, 302, 305, 307, 308,  # redirects, but 303 ("see the result")
+        401, 407,  # auth challenges
+        408, 425, 429,  # "try again"
+    }
+)  # fmt: skip
+# Seconds a client should wait before retrying a 503 of ours.
 _RETRY_AFTER = 1
 
 
@@ -60,8 +70,8 @@ class IdempotencyMiddleware:
 
     Args:
         app: the ASGI application to protect.
-        store: where records live; default ``SQLiteStore()`` (a file in the
-            temp dir shared by the workers of this app on this host).
+        store: where records live; default ``SQLiteStore()`` (a private file
+            of this user's, shared by the workers of this app on this host).
         methods: methods that honour the key; default ``{"POST", "PATCH"}``.
             Other methods pass through untouched.
         header: the request header carrying the key; default
@@ -69,9 +79,15 @@ class IdempotencyMiddleware:
         required: answer 400 when a request of ``methods`` has no key;
             default ``False`` (such requests pass through, unprotected).
         expiry: seconds a completed response is replayed; default 86400.0.
-        lease: seconds a claim survives without its worker; default 30.0.
+        lease: seconds a claim survives without its worker; default 5.0.
             A running handler renews it every ``lease / 3`` seconds, so only
-            a dead worker's claim runs out and can be taken over.
+            a dead worker's claim runs out and can be taken over, within
+            ``lease`` seconds.  A ``409`` answering a key in flight carries
+            ``Retry-After``: the seconds left of the holder's lease (at least
+            1), so a retry comes when it can take over a dead worker's key.
+            Short enough for a client's retries to reach that moment; a
+            handler that blocks the event loop for longer than ``lease``
+            loses its claim (make creates idempotent by resource id too).
         scope: ``callable(asgi_scope) -> str`` naming the principal (tenant,
             user, API key) keys belong to; two principals never share a key.
             Default: one global scope.  It is hashed, never stored in clear.
@@ -80,6 +96,12 @@ class IdempotencyMiddleware:
         max_key_length: longest key accepted, in characters; default 255.
         max_body: largest request body buffered, in bytes; default 1 MiB.
             Larger keyed requests get 413.
+        max_response_body: the longest streamed response body kept for
+            replay, in bytes; default 1 MiB.  Responses are held until their
+            last body message and stored whole, except streamed ones
+            (``text/event-stream``, or no Content-Length and several body
+            messages): those are forwarded as they come, and one longer than
+            this is not stored (its claim is released, and logged).
     """
 
     def __init__(
@@ -91,11 +113,12 @@ class IdempotencyMiddleware:
         header: str = "Idempotency-Key",
         required: bool = False,
         expiry: float = 86400.0,
-        lease: float = 30.0,
+        lease: float = 5.0,
         scope: Callable[[Scope], str] | None = None,
         replay_headers: Iterable[str] = DEFAULT_REPLAY_HEADERS,
         max_key_length: int = 255,
         max_body: int = 1024 * 1024,
+        max_response_body: int = 1024 * 1024,
     ) -> None:
         owner = "IdempotencyMiddleware"
         if store is not None and not isinstance(store, IdempotencyStore):
@@ -122,6 +145,9 @@ class IdempotencyMiddleware:
             owner, "max_key_length", max_key_length, minimum=1
         )
         self.max_body = check_int(owner, "max_body", max_body, minimum=0)
+        self.max_response_body = check_int(
+            owner, "max_response_body", max_response_body, minimum=0
+        )
         self._principal = scope
         self._header_bytes = self.header.lower().encode("ascii")
 
@@ -165,8 +191,11 @@ class IdempotencyMiddleware:
             await self._replay(send, claim.response)
         elif isinstance(claim, InFlight):
             detail = f"a request with this {self.header} is still being processed"
+            # When the holder's lease runs out, a retry learns the result, or
+            # takes the key over if the holder has died: ask for that wait.
+            wait = max(1, math.ceil(claim.lease_left))
             await send_problem(
-                send, 409, detail, code="key-in-flight", retry_after=_RETRY_AFTER
+                send, 409, detail, code="key-in-flight", retry_after=wait
             )
         else:
             detail = f"this {self.header} was used for a different request"
@@ -217,58 +246,28 @@ class IdempotencyMiddleware:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        captured = _Captured()
-        renewer = asyncio.create_task(self._renew(record, token))
+        answer = _Answer(self, record, token, send)
         try:
-            await self.app(scope, replay_body, captured.send)
+            await self.app(scope, replay_body, answer.send)
         except Exception:
-            # The handler failed before answering: a retry may run it again.
-            renewer.cancel()
-            await self._release(record, token)
+            if answer.finished:
+                # A background task (or any code after the response) failed:
+                # the answer was sent and stored, and it stands.
+                logger.exception(
+                    "the app raised after its response was sent; the stored "
+                    "response and the claim stand"
+                )
+            else:
+                # The handler failed before answering: a retry may run it again.
+                await answer.release()
             raise
         finally:
             # A cancelled (or killed) handler keeps its claim until the lease
             # runs out: we cannot tell how far it got.
-            renewer.cancel()
-        if captured.status is None or not captured.complete:
-            await self._release(record, token)
+            answer.stop_renewing()
+        if not answer.finished:
+            await answer.release()
             raise RuntimeError("the ASGI app returned without a complete response")
-        status = captured.status
-        if status >= 500 or status in _NOT_DONE_4XX:
-            # The server says it did not finish: a retry must be able to run.
-            await self._release(record, token)
-        else:
-            stored = StoredResponse(
-                status,
-                tuple(
-                    (name.decode("latin-1").lower(), value.decode("latin-1"))
-                    for name, value in captured.headers
-                    if name.decode("latin-1").lower() in self.replay_headers
-                ),
-                b"".join(captured.body),
-            )
-            try:
-                owned = await self.store.complete(
-                    record, token, stored, expiry=self.expiry
-                )
-            except Exception:
-                # It ran; answering is still right.  A retry after the lease
-                # may run it again: the store was down, nothing can prevent it.
-                logger.exception("idempotency store failed to save a response")
-            else:
-                if not owned:
-                    logger.warning(
-                        "idempotency lease was lost before the response was saved"
-                        " (renewals failed, or the worker stalled past the lease)"
-                    )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": captured.headers,
-            }
-        )
-        await send({"type": "http.response.body", "body": b"".join(captured.body)})
 
     async def _replay(self, send: Send, response: StoredResponse) -> None:
         headers = [
@@ -300,6 +299,20 @@ class IdempotencyMiddleware:
                     "idempotency store failed to renew a lease", exc_info=True
                 )
 
+    async def _store(self, record: str, token: str, stored: StoredResponse) -> None:
+        try:
+            owned = await self.store.complete(record, token, stored, expiry=self.expiry)
+        except Exception:
+            # It ran; answering is still right.  A retry after the lease may
+            # run it again: the store was down, nothing can prevent it.
+            logger.exception("idempotency store failed to save a response")
+            return
+        if not owned:
+            logger.warning(
+                "idempotency lease was lost before the response was saved"
+                " (renewals failed, or the worker stalled past the lease)"
+            )
+
     async def _release(self, record: str, token: str) -> None:
         try:
             await self.store.release(record, token)
@@ -308,22 +321,136 @@ class IdempotencyMiddleware:
             logger.exception("idempotency store failed to release a claim")
 
 
-class _Captured:
-    """The app's response, held back until the store has it."""
+class _Answer:
+    """The app's response on its way to the client: held back until its last
+    body message, then stored (or released) and forwarded at once, so that
+    nothing the app does afterwards (background tasks) delays or changes it.
 
-    def __init__(self) -> None:
+    A streamed response (``text/event-stream``, or one without a
+    Content-Length sent in several messages) is forwarded as it comes; a copy
+    of up to ``max_response_body`` bytes is stored when it ends.  One longer
+    than that cannot be replayed: it is not stored, and its claim is released.
+    """
+
+    def __init__(
+        self, middleware: IdempotencyMiddleware, record: str, token: str, send: Send
+    ) -> None:
+        self._middleware = middleware
+        self._record = record
+        self._token = token
+        self._send = send
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.complete = False
+        self.size = 0
+        self.streaming = False
+        self.finished = False
+        self._length_known = False
+        self._renewer: asyncio.Task[None] | None = asyncio.create_task(
+            middleware._renew(record, token)
+        )
+
+    def stop_renewing(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        if self.finished:
+            # After the last body message; ASGI servers ignore it too.
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
             self.status = int(message["status"])
             self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-        elif message["type"] == "http.response.body":
-            self.body.append(bytes(message.get("body", b"")))
-            self.complete = not message.get("more_body", False)
+            names = {name.lower(): value for name, value in self.headers}
+            self._length_known = b"content-length" in names
+            media = names.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media == b"text/event-stream":
+                await self._start_streaming()
+        elif kind == "http.response.body":
+            chunk = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if not self.streaming and more and not self._length_known:
+                await self._start_streaming()
+            self._keep(chunk)
+            if more:
+                if self.streaming and chunk:
+                    await self._send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                return
+            await self._finish(chunk)
+        else:
+            await self._send(message)  # e.g. http.response.trailers
+
+    def _keep(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.streaming and self.size > self._middleware.max_response_body:
+            self.body = []  # too long to replay: not kept
+        else:
+            self.body.append(chunk)
+
+    async def _start_streaming(self) -> None:
+        self.streaming = True
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": self.headers,
+            }
+        )
+
+    async def _finish(self, last: bytes) -> None:
+        """The last body message: settle the record, then answer."""
+        self.finished = True
+        self.stop_renewing()
+        assert self.status is not None
+        middleware = self._middleware
+        if _not_done(self.status):
+            await self.release()
+        elif self.streaming and self.size > middleware.max_response_body:
+            logger.warning(
+                "a streamed response of %d bytes to a keyed request is longer "
+                "than max_response_body (%d): not stored, and a retry with "
+                "this key runs the handler again",
+                self.size,
+                middleware.max_response_body,
+            )
+            await self.release()
+        else:
+            await middleware._store(
+                self._record,
+                self._token,
+                StoredResponse(
+                    self.status,
+                    tuple(
+                        (name.decode("latin-1").lower(), value.decode("latin-1"))
+                        for name, value in self.headers
+                        if name.decode("latin-1").lower() in middleware.replay_headers
+                    ),
+                    b"".join(self.body),
+                ),
+            )
+        if self.streaming:
+            await self._send({"type": "http.response.body", "body": last})
+            return
+        await self._send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": self.headers,
+            }
+        )
+        await self._send({"type": "http.response.body", "body": b"".join(self.body)})
+
+    async def release(self) -> None:
+        await self._middleware._release(self._record, self._token)
+
+
+def _not_done(status: int) -> bool:
+    """An answer that says the request was not done here (see _NOT_DONE)."""
+    return status >= 500 or status in _NOT_DONE
 
 
 def _digest(data: bytes) -> str:

@@ -37,7 +37,7 @@ if r[6] and tonumber(r[6]) > tonumber(ARGV[3]) then
   if r[2] == ARGV[2] then return {'claimed'} end
   if r[1] ~= ARGV[1] then return {'mismatch'} end
   if r[3] then return {'done', r[3], r[4], r[5]} end
-  return {'busy'}
+  return {'busy', r[6]}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'token', ARGV[2], 'exp', ARGV[4])
@@ -145,7 +145,7 @@ class RedisStore(IdempotencyStore):
         if verdict == b"mismatch":
             return Mismatch()
         if verdict == b"busy":
-            return InFlight()
+            return InFlight(max(float(reply[1]) - now, 0.0))
         status, headers, body = reply[1:]
         return Completed(
             StoredResponse.from_parts(int(status), bytes(headers).decode(), body)

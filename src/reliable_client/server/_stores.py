@@ -17,11 +17,10 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 __all__ = [
@@ -70,6 +69,10 @@ class Claimed:
 @dataclass(frozen=True)
 class InFlight:
     """Another request with this key holds an unexpired lease."""
+
+    lease_left: float = field(default=0.0, compare=False)
+    """Seconds until that lease runs out unless its holder renews it: when a
+    retry may take the key over if the holder has died."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,12 @@ class MemoryStore(IdempotencyStore):
                 token = new_token()
                 self._records[key] = _Record(fingerprint, token, None, now + lease)
                 return Claimed(token)
-            return _judge(record.fingerprint, record.response, fingerprint=fingerprint)
+            return _judge(
+                record.fingerprint,
+                record.response,
+                fingerprint=fingerprint,
+                lease_left=record.expires_at - now,
+            )
 
     async def complete(
         self, key: str, token: str, response: StoredResponse, *, expiry: float
@@ -195,24 +203,64 @@ def _judge(
     response: StoredResponse | None,
     *,
     fingerprint: str,
+    lease_left: float,
 ) -> ClaimResult:
     """What a claim of a live (unexpired) record answers."""
     if stored_fingerprint != fingerprint:
         return Mismatch()
     if response is not None:
         return Completed(response)
-    return InFlight()
+    return InFlight(max(lease_left, 0.0))
 
 
 def default_sqlite_path() -> str:
-    """A file in the temp dir shared by the workers of one app on this host.
+    """A private file of this user's, shared by the workers of one app.
 
-    Workers started from one directory by one user share it; another app
-    (another working directory) gets its own file.
+    It lives in ``$XDG_STATE_HOME/reliable_client/`` (by default
+    ``~/.local/state/reliable_client/``), a folder made ``0700``: never at a
+    predictable path in a shared temporary folder, where another local user
+    could read stored responses or plant the file first.  Workers started
+    from one directory by one user share it; another app (another working
+    directory) gets its own file.
     """
-    owner = f"{os.getuid() if hasattr(os, 'getuid') else ''}:{os.getcwd()}"
-    digest = hashlib.sha256(owner.encode("utf-8", "backslashreplace")).hexdigest()
-    return os.path.join(tempfile.gettempdir(), f"reliable_client-{digest[:16]}.db")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    digest = hashlib.sha256(os.getcwd().encode("utf-8", "backslashreplace")).hexdigest()
+    return os.path.join(state, "reliable_client", f"idempotency-{digest[:16]}.db")
+
+
+def private_file(path: str) -> None:
+    """Make sure ``path`` (and its SQLite companions) can be read by its
+    owner only: create it ``0600`` (its missing folders ``0700``), tighten a
+    file of ours that others could read, refuse one that another user owns.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot open the store file {path!r}: {exc.strerror}"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise PermissionError(
+                f"the store file {path!r} belongs to another user (uid "
+                f"{info.st_uid}); refusing a file that someone else can read or write"
+            )
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = path + suffix
+        try:
+            if os.stat(companion, follow_symlinks=False).st_mode & 0o077:
+                os.chmod(companion, 0o600)
+        except FileNotFoundError:
+            continue
 
 
 _SCHEMA = """
@@ -234,9 +282,10 @@ class SQLiteStore(IdempotencyStore):
     """Records in an SQLite file: the embedded default, one host, many workers.
 
     Args:
-        path: the database file (created with its table on first use);
-            default ``default_sqlite_path()``, a file in the temp dir per
-            user and working directory.  Pass a path of your own in production.
+        path: the database file (created with its table on first use,
+            readable by its owner only: ``0600``, and the WAL files with it);
+            default ``default_sqlite_path()``, a private file per user and
+            working directory.  Pass a path of your own in production.
         timeout: seconds to wait for another process's write lock
             (SQLite's busy timeout); default 5.0.
         clock: ``time.time`` by default (seconds since the epoch; processes
@@ -294,6 +343,7 @@ class SQLiteStore(IdempotencyStore):
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
             # A connection inherited through fork must not be used: reopen.
+            private_file(self.path)
             conn = sqlite3.connect(
                 self.path,
                 timeout=self._timeout,
@@ -351,7 +401,9 @@ class SQLiteStore(IdempotencyStore):
             response = None
             if row[1] is not None:
                 response = StoredResponse.from_parts(row[1], row[2], bytes(row[3]))
-            return _judge(row[0], response, fingerprint=fingerprint)
+            return _judge(
+                row[0], response, fingerprint=fingerprint, lease_left=row[4] - now
+            )
 
     def _complete(
         self,
