@@ -49,7 +49,7 @@ class RedisServer:
     def __init__(self, workdir: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            message = "redis-server is not installed (run tools/ensure_redis.sh)"
+            message = "redis-server is not installed (run tools/ensure_servers.sh)"
             if os.environ.get("CI"):
                 pytest.fail(message)  # CI must test Redis, never skip it
             pytest.skip(message)
