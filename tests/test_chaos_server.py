@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -183,3 +184,36 @@ def test_pytest_plugin_testing_mode(retry_testing_mode: TestingMode) -> None:
     with rc.Client(transport=transport) as client:
         assert client.get("http://x/").status_code == 503
     assert retry_testing_mode.retries == 2
+
+
+def test_forward_answers_when_the_app_has_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Background work after the last body message neither delays the answer
+    # nor, when it fails, turns it into a 500 (as under a real ASGI server).
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"made"})
+        await asyncio.sleep(1.0)
+        raise RuntimeError("a background task failed")
+
+    with ChaosServer(app=app) as server:
+        started = time.monotonic()
+        response = httpx.post(server.url + "/orders")
+        elapsed = time.monotonic() - started
+        time.sleep(1.2)
+    assert response.status_code == 201 and response.text == "made"
+    assert elapsed < 0.5
+    assert any("after its response was sent" in r.getMessage() for r in caplog.records)
+
+
+def test_seen_requests_name_their_connection() -> None:
+    with ChaosServer() as server:
+        server.script("/x", Reply(200))
+        with httpx.Client() as client:
+            client.get(server.url + "/x")
+            client.get(server.url + "/x")
+        httpx.get(server.url + "/x")
+        assert [seen.connection for seen in server.requests("/x")] == [1, 1, 2]
+        assert server.connections == 2

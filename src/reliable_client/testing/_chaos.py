@@ -13,6 +13,7 @@ seconds, so a forgotten server cannot hang a test run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import struct
@@ -592,6 +593,13 @@ async def _call_asgi(
         await asyncio.Event().wait()  # the client never disconnects here
         return {"type": "http.disconnect"}  # pragma: no cover
 
+    answered: asyncio.Future[tuple[int, tuple[tuple[str, str], ...], bytes]]
+    answered = asyncio.get_running_loop().create_future()
+
+    def answer(result: tuple[int, tuple[tuple[str, str], ...], bytes]) -> None:
+        if not answered.done():
+            answered.set_result(result)
+
     async def send(message: MutableMapping[str, Any]) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
@@ -602,12 +610,30 @@ async def _call_asgi(
                     out_headers.append((decoded, value.decode("latin-1")))
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                # Answered: what the app does next (background tasks) runs on,
+                # as under a real ASGI server, without holding the response.
+                answer((status, tuple(out_headers), b"".join(chunks)))
 
-    try:
-        await app(scope, receive, send)
-    except Exception:
-        return 500, (("Content-Type", "text/plain"),), b"app error"
-    return status, tuple(out_headers), b"".join(chunks)
+    async def run() -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception:
+            if answered.done():
+                logging.getLogger("reliable_client.testing").exception(
+                    "the ASGI app raised after its response was sent"
+                )
+            answer((500, (("Content-Type", "text/plain"),), b"app error"))
+        answer((status, tuple(out_headers), b"".join(chunks)))
+
+    task = asyncio.create_task(run())
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+    return await answered
+
+
+# Apps still running after they answered (kept referenced until they end).
+_RUNNING: set[asyncio.Task[None]] = set()
 
 
 def _reset(conn: socket.socket) -> None:
