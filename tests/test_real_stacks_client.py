@@ -321,6 +321,22 @@ def test_deadline_bounds_a_plain_client_with_the_transport() -> None:
     assert time.monotonic() - started < 1.2
 
 
+def test_a_decorator_deadline_bounds_a_trickling_body() -> None:
+    server = TrickleServer(0.0, 0.45)
+
+    @rc.retry(rc.RetryPolicy(deadline=1.0))
+    def fetch(client: rc.Client) -> bytes:
+        return client.get(server.url).content
+
+    started = time.monotonic()
+    try:
+        with rc.Client(timeout=10.0) as client, pytest.raises(httpx.ReadTimeout):
+            fetch(client)
+    finally:
+        server.close()
+    assert time.monotonic() - started < 1.2
+
+
 # -- 11. a retry reuses the connection ---------------------------------------
 
 

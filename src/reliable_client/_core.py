@@ -179,9 +179,14 @@ class RetryCore:
             # An enclosing @retry owns the retries (and the budget deposit) of
             # this call: one attempt here, within the decorator's deadline.
             self.counters.count_call()
-            if layer.deadline_at is not None:
-                bound_timeouts(request, layer.deadline_at, time.monotonic)
-            return NO_RETRY, self.clock()
+            started = self.clock()
+            if layer.deadline_at is None:
+                return NO_RETRY, started
+            # What is left of it, as this one attempt's deadline (every phase
+            # and the body included).
+            left = max(layer.deadline_at - time.monotonic(), 0.001)
+            bound_timeouts(request, started + left, self.clock)
+            return NO_RETRY.replace(deadline=left), started
         host = request.url.host if self.budget.per_host else None
         policy, started = self.begin_call(policy, host)
         if policy.deadline is not None:
