@@ -17,12 +17,14 @@ from ._exceptions import RetryError
 from ._idempotency import Idempotency
 from ._outcome import ClientStats, Outcome, RetryEvent, outcome
 from ._policy import RetryPolicy
+from ._throttle import AdaptiveThrottle, ThrottledError, ThrottleStats
 from ._transports import AsyncRetryTransport, RetryTransport
 from ._uuid7 import uuid7
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveThrottle",
     "AsyncClient",
     "AsyncRetryTransport",
     "BudgetStats",
@@ -36,6 +38,8 @@ __all__ = [
     "RetryIfSafe",
     "RetryPolicy",
     "RetryTransport",
+    "ThrottleStats",
+    "ThrottledError",
     "__version__",
     "outcome",
     "retry",

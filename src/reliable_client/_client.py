@@ -30,6 +30,7 @@ from ._idempotency import Idempotency
 from ._loop import asend_call, send_call
 from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
+from ._throttle import AdaptiveThrottle
 from ._transports import AsyncRetryTransport, RetryTransport
 
 __all__ = ["AsyncClient", "Client"]
@@ -60,6 +61,7 @@ class _RetryClientMixin:
         budget: RetryBudget | None,
         idempotency: Idempotency | None,
         on_retry: OnRetry | None,
+        throttle: AdaptiveThrottle | None,
     ) -> None:
         """Build the retry engine (a bad value raises before httpx builds
         anything)."""
@@ -70,15 +72,16 @@ class _RetryClientMixin:
             on_retry=on_retry,
             clock=None,
             owner=owner,
+            throttle=throttle,
         )
-        self._given = (retry, budget, idempotency, on_retry)
+        self._given = (retry, budget, idempotency, on_retry, throttle)
 
     def _adopt(self, owner: str) -> None:
         """Given a RetryTransport as ``transport=``, the client takes that
         transport's settings for those it was not given itself; the transport
         then makes one attempt per request (the client owns the retries)."""
         transport = self._transport  # type: ignore[attr-defined]
-        retry, budget, idempotency, on_retry = self._given
+        retry, budget, idempotency, on_retry, throttle = self._given
         del self._given
         if not isinstance(transport, self._retry_transport_class):
             return
@@ -88,6 +91,7 @@ class _RetryClientMixin:
             and budget is None
             and idempotency is _DEFAULT_IDEMPOTENCY
             and on_retry is None
+            and throttle is None
         ):
             self._retry_core = theirs  # the same engine: one set of counters
             return
@@ -102,6 +106,7 @@ class _RetryClientMixin:
             on_retry=theirs.on_retry if on_retry is None else on_retry,
             clock=None,
             owner=owner,
+            throttle=theirs.throttle if throttle is None else throttle,
         )
 
     def _redirect_headers(self, request: Request, url: URL, method: str) -> Headers:
@@ -159,6 +164,9 @@ class Client(_RetryClientMixin, httpx.Client):
             PATCH), or ``None`` for none.
         on_retry: called with a :class:`RetryEvent` before each retry and when
             retrying is stopped early.
+        throttle: an :class:`AdaptiveThrottle` that refuses requests locally
+            while the server is overloaded (default ``None``: off); share one
+            object between clients to share what they learn.
 
     Retries wrap the client's transport (``transport=`` included) and every
     mounted transport.  For a non-streamed response a failure while reading
@@ -174,10 +182,11 @@ class Client(_RetryClientMixin, httpx.Client):
         budget: RetryBudget | None = None,
         idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
         on_retry: OnRetry | None = None,
+        throttle: AdaptiveThrottle | None = None,
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        self._set_up_retries("Client", retry, budget, idempotency, on_retry)
+        self._set_up_retries("Client", retry, budget, idempotency, on_retry, throttle)
         super().__init__(**kwargs)
         self._adopt("Client")
 
@@ -273,7 +282,6 @@ class Client(_RetryClientMixin, httpx.Client):
         loop, so that a failure mid-body is retried too (rule 8).
         """
         core = self._retry_core
-        policy, started = core.prepare(request, retry)
         send = super().send
 
         def attempt() -> Response:
@@ -282,6 +290,7 @@ class Client(_RetryClientMixin, httpx.Client):
             )
 
         try:
+            policy, started = core.prepare(request, retry)
             return send_call(
                 core,
                 request,
@@ -525,6 +534,9 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             PATCH), or ``None`` for none.
         on_retry: called with a :class:`RetryEvent` before each retry and when
             retrying is stopped early.
+        throttle: an :class:`AdaptiveThrottle` that refuses requests locally
+            while the server is overloaded (default ``None``: off); share one
+            object between clients to share what they learn.
 
     Retries wrap the client's transport (``transport=`` included) and every
     mounted transport.  For a non-streamed response a failure while reading
@@ -540,10 +552,13 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         budget: RetryBudget | None = None,
         idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
         on_retry: OnRetry | None = None,
+        throttle: AdaptiveThrottle | None = None,
         **kwargs: Any,
     ) -> None:
         # Checked first, so that a bad value builds nothing.
-        self._set_up_retries("AsyncClient", retry, budget, idempotency, on_retry)
+        self._set_up_retries(
+            "AsyncClient", retry, budget, idempotency, on_retry, throttle
+        )
         super().__init__(**kwargs)
         self._adopt("AsyncClient")
 
@@ -639,7 +654,6 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         loop, so that a failure mid-body is retried too (rule 8).
         """
         core = self._retry_core
-        policy, started = core.prepare(request, retry)
         send = super().send
 
         def attempt() -> Awaitable[Response]:
@@ -648,6 +662,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
             )
 
         try:
+            policy, started = core.prepare(request, retry)
             return await asend_call(
                 core,
                 request,

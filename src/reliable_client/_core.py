@@ -42,6 +42,14 @@ from ._outcome import (
     logger,
 )
 from ._policy import NO_RETRY, RetryPolicy
+from ._throttle import (
+    PROBE,
+    REFUSE,
+    AdaptiveThrottle,
+    ThrottledError,
+    accepted_error,
+    accepted_status,
+)
 
 __all__ = [
     "ATTEMPT",
@@ -60,6 +68,10 @@ RETRY_KEY = "retry"
 ATTEMPT_KEY = "reliable_client.attempt"
 """Request extension: which attempt of its call this request is (1 for the
 first, 2 for the first retry, ...).  Set before every attempt."""
+ADMITTED_KEY = "reliable_client.admitted"
+"""Request extension, set when a throttle let the request's first attempt
+through: True when as a probe (its answer, if accepted, ends the
+throttling), else False.  Its answer is then reported to that throttle."""
 OUTER_KEY = "reliable_client.outer"
 """Request extension, set while a reliable_client layer (a client, or a
 transport) sends the request: it owns the request's retries and keys, so a
@@ -120,6 +132,7 @@ class RetryCore:
         on_retry: OnRetry | None,
         clock: Callable[[], float] | None,
         owner: str,
+        throttle: AdaptiveThrottle | None = None,
     ) -> None:
         self.policy = resolve_policy(
             RetryPolicy() if retry is True else retry, f"{owner}(retry=...)"
@@ -138,6 +151,12 @@ class RetryCore:
             raise TypeError(f"{owner}(on_retry=...) must be callable")
         if clock is not None and not callable(clock):
             raise TypeError(f"{owner}(clock=...) must be callable")
+        if throttle is not None and not isinstance(throttle, AdaptiveThrottle):
+            raise TypeError(
+                f"{owner}(throttle=...) must be an AdaptiveThrottle or None, "
+                f"got {type(throttle).__name__}"
+            )
+        self.throttle = throttle
         self.budget = budget if budget is not None else RetryBudget()
         self.idempotency = idempotency
         self.on_retry = on_retry
@@ -187,11 +206,51 @@ class RetryCore:
             left = max(layer.deadline_at - time.monotonic(), 0.001)
             bound_timeouts(request, started + left, self.clock)
             return NO_RETRY.replace(deadline=left), started
+        if self.throttle is not None:
+            request.extensions[ADMITTED_KEY] = self.admit_first(request)
         host = request.url.host if self.budget.per_host else None
         policy, started = self.begin_call(policy, host)
         if policy.deadline is not None:
             bound_timeouts(request, started + policy.deadline, self.clock)
         return policy, started
+
+    def admit_first(self, request: httpx.Request | None) -> bool:
+        """Ask the throttle before a call's first attempt (``request`` is
+        ``None`` for a decorated call): return whether it goes as a probe; a
+        refused one raises ThrottledError, never sent (nor counted as sent,
+        nor deposited in the budget)."""
+        throttle = self.throttle
+        assert throttle is not None
+        key = "" if request is None else throttle.key(request.url.host)
+        verdict = throttle.admit(key)
+        if verdict != REFUSE:
+            return verdict == PROBE
+        self.counters.count_throttled(first=True)
+        error = ThrottledError(
+            "refused by the client's AdaptiveThrottle: the server accepted too "
+            "few of the latest requests",
+            request=request,
+        )
+        attach(
+            error, Record(1, (), "throttle", self.key_header, self.resource_id_header)
+        )
+        raise error
+
+    def record_first(
+        self, request: httpx.Request | None, accepted: bool, probe: bool | None = None
+    ) -> None:
+        """Tell the throttle what the server did with a first attempt."""
+        throttle = self.throttle
+        if throttle is None:
+            return
+        if request is None:
+            throttle.record("", accepted, bool(probe))
+            return
+        if probe is None:
+            if ADMITTED_KEY not in request.extensions:
+                return  # not admitted here (an enclosing @retry decides)
+            probe = request.extensions.pop(ADMITTED_KEY)
+        throttle.record(throttle.key(request.url.host), accepted, bool(probe))
 
     def begin_call(
         self, policy: RetryPolicy, host: str | None
@@ -227,6 +286,7 @@ class Call:
         "keyed",
         "label",
         "policy",
+        "probe",
         "request",
         "retries",
         "started",
@@ -258,6 +318,7 @@ class Call:
         self.retries: list[str] = []
         self.stopped_by: str | None = None
         self.gave_up = False
+        self.probe = False  # the throttle let the next attempt through as a probe
         state = tenacity.RetryCallState(_RETRYING, None, (), {})
         state.start_time = started
         self.state = state
@@ -303,6 +364,7 @@ class Call:
             yield delay
             self.next_attempt(replaced)
             result, error = yield ATTEMPT
+            self._record(result, error)
 
     def _after_result(self, result: Any) -> float | None:
         """Seconds to sleep before retrying, or ``None`` to return ``result``."""
@@ -360,6 +422,7 @@ class Call:
             state,
             elapsed=elapsed,
             spend_budget=lambda: core.budget.try_spend(host),
+            admit=None if core.throttle is None else self._admit,
         )
         self.stopped_by = decision.stopped_by
         # Stopping here (out of attempts, or stopped early) ends the call on a
@@ -390,6 +453,37 @@ class Call:
         state.upcoming_sleep = decision.delay
         state.idle_for += decision.delay
         return decision.delay
+
+    def _throttle_key(self) -> str:
+        throttle = self.core.throttle
+        assert throttle is not None
+        # A decorated call has no request: its attempts share one history.
+        return "" if self.request is None else throttle.key(self.request.url.host)
+
+    def _admit(self) -> bool:
+        """The throttle's answer for the retry about to be decided."""
+        throttle = self.core.throttle
+        assert throttle is not None
+        verdict = throttle.admit(self._throttle_key())
+        if verdict == REFUSE:
+            self.core.counters.count_throttled(first=False)
+            return False
+        self.probe = verdict == PROBE
+        return True
+
+    def _record(self, result: Any, error: BaseException | None) -> None:
+        """Tell the throttle what became of an attempt this call sent."""
+        throttle = self.core.throttle
+        if throttle is None:
+            return
+        if error is not None:
+            accepted = accepted_error(error)
+        elif isinstance(result, httpx.Response):
+            accepted = accepted_status(result.status_code)
+        else:
+            accepted = True  # a decorated function returned
+        throttle.record(self._throttle_key(), accepted, self.probe)
+        self.probe = False
 
     def next_attempt(self, replaced: httpx.Response | None = None) -> None:
         """Book the attempt about to be sent (after ``replaced``, the response
@@ -429,5 +523,5 @@ class Call:
 
 
 _REPORTED_STOPS = frozenset(
-    {"budget", "deadline", "retry_after", "stop", "body_not_replayable"}
+    {"budget", "deadline", "retry_after", "stop", "body_not_replayable", "throttle"}
 )

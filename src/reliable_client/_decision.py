@@ -204,13 +204,16 @@ def decide(
     *,
     elapsed: float,
     spend_budget: Callable[[], bool],
+    admit: Callable[[], bool] | None = None,
 ) -> Decision:
     """Decide whether to retry after the attempt ``retry_state`` describes.
 
     ``retry_state.attempt_number`` is the number of attempts made so far, and
     its ``upcoming_sleep`` the previous sleep (both kept by the caller).
-    ``elapsed`` is the time since the call began, in seconds.  The budget is
-    asked last, so that it is only spent on a retry that will happen.
+    ``elapsed`` is the time since the call began, in seconds.  ``admit``
+    asks an AdaptiveThrottle whether the retry may be sent; it decides before
+    the budget, which is asked last, so that it is only spent on a retry that
+    will happen.
     """
     if not verdict.retryable:
         return Decision(None, verdict.blocked_by)
@@ -226,6 +229,8 @@ def decide(
         retry_state.upcoming_sleep = delay
         if policy.stop(retry_state):
             return Decision(None, "stop")
+    if admit is not None and not admit():
+        return Decision(None, "throttle")
     if not spend_budget():
         return Decision(None, "budget")
     return Decision(delay)

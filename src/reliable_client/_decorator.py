@@ -24,6 +24,7 @@ from ._decision import FINAL, Verdict, judge_exception
 from ._loop import arun, run
 from ._outcome import OnRetry
 from ._policy import RetryPolicy
+from ._throttle import AdaptiveThrottle, ThrottledError, accepted_error
 
 __all__ = ["retry"]
 
@@ -43,6 +44,7 @@ def retry(
     budget: RetryBudget | None = None,
     on: tuple[type[Exception], ...] = (),
     on_retry: OnRetry | None = None,
+    throttle: AdaptiveThrottle | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -53,6 +55,7 @@ def retry(
     budget: RetryBudget | None = None,
     on: tuple[type[BaseException], ...] = (),
     on_retry: OnRetry | None = None,
+    throttle: AdaptiveThrottle | None = None,
 ) -> Any:
     """Retry a function (``def`` or ``async def``) when the safety rule allows.
 
@@ -73,9 +76,12 @@ def retry(
             ``KeyboardInterrupt``, is refused with ``TypeError``).
         on_retry: called with a :class:`RetryEvent` before each retry and when
             retrying is stopped early.
+        throttle: an :class:`AdaptiveThrottle` asked before each attempt of
+            the function (one decision per attempt; the requests inside it
+            are not throttled again), default ``None``: off.
     """
     if callable(policy) and not isinstance(policy, RetryPolicy):
-        return _decorate(policy, RetryPolicy(), budget, on, on_retry)
+        return _decorate(policy, RetryPolicy(), budget, on, on_retry, throttle)
     chosen = (
         RetryPolicy() if policy is None else resolve_policy(policy, "retry(policy)")
     )
@@ -93,7 +99,7 @@ def retry(
             )
 
     def decorator(function: Callable[P, R]) -> Callable[P, R]:
-        return _decorate(function, chosen, budget, on, on_retry)
+        return _decorate(function, chosen, budget, on, on_retry, throttle)
 
     return decorator
 
@@ -104,6 +110,7 @@ def _decorate(
     budget: RetryBudget | None,
     on: tuple[type[BaseException], ...],
     on_retry: OnRetry | None,
+    throttle: AdaptiveThrottle | None,
 ) -> Callable[P, R]:
     core = RetryCore(
         retry=policy,
@@ -112,21 +119,30 @@ def _decorate(
         on_retry=on_retry,
         clock=None,
         owner="retry",
+        throttle=throttle,
     )
     label = getattr(function, "__qualname__", repr(function))
 
     def judge(exc: BaseException) -> Verdict:
+        if isinstance(exc, ThrottledError):
+            return FINAL  # refused locally: never retried, whatever ``on`` says
         if on and isinstance(exc, on):
             return Verdict(True, type(exc).__name__)
         if isinstance(exc, httpx.HTTPError):
             return judge_exception(exc, policy)
         return FINAL
 
-    def begin() -> tuple[RetryPolicy, float, OuterLayer]:
+    def begin() -> tuple[RetryPolicy, float, OuterLayer, bool]:
+        probe = core.throttle is not None and core.admit_first(None)
         chosen, started = core.begin_call(policy, None)
         deadline = chosen.deadline
         layer = OuterLayer(deadline_at=None if deadline is None else started + deadline)
-        return chosen, started, layer
+        return chosen, started, layer, probe
+
+    def first_outcome(probe: bool, error: BaseException | None) -> None:
+        if core.throttle is not None:
+            accepted = error is None or accepted_error(error)
+            core.record_first(None, accepted, probe)
 
     def steps(
         chosen: RetryPolicy, started: float, error: Exception
@@ -141,13 +157,17 @@ def _decorate(
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             if outer_layer.get() is not None:
                 return await async_function(*args, **kwargs)
-            chosen, started, layer = begin()
+            chosen, started, layer, probe = begin()
             token = outer_layer.set(layer)
             try:
                 try:
-                    return await async_function(*args, **kwargs)
+                    result = await async_function(*args, **kwargs)
                 except Exception as exc:
+                    first_outcome(probe, exc)
                     first_error = exc
+                else:
+                    first_outcome(probe, None)
+                    return result
 
                 async def again() -> Any:
                     layer.journal.rewind()
@@ -163,20 +183,24 @@ def _decorate(
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if outer_layer.get() is not None:
             return function(*args, **kwargs)
-        chosen, started, layer = begin()
+        chosen, started, layer, probe = begin()
         token = outer_layer.set(layer)
         try:
             try:
-                return function(*args, **kwargs)
+                result = function(*args, **kwargs)
             except Exception as exc:
+                first_outcome(probe, exc)
                 first_error = exc
+            else:
+                first_outcome(probe, None)
+                return result
 
             def again() -> R:
                 layer.journal.rewind()
                 return function(*args, **kwargs)
 
-            result: R = run(steps(chosen, started, first_error), again)
-            return result
+            final: R = run(steps(chosen, started, first_error), again)
+            return final
         finally:
             outer_layer.reset(token)
 

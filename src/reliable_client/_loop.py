@@ -19,6 +19,7 @@ from ._core import Call, Discard, Read, RetryCore, Step
 from ._deadline import DeadlineStream
 from ._outcome import RECORD_KEY, request_label
 from ._policy import RetryPolicy
+from ._throttle import accepted_error, accepted_status
 
 __all__ = [
     "DRAIN_LIMIT",
@@ -60,8 +61,12 @@ def send_call(
     case, and costs a set lookup.
     """
     retrying = policy.max_attempts > 1
+    throttle = core.throttle
+    response = None
     try:
         response = attempt()
+        if throttle is not None:
+            core.record_first(request, accepted_status(response.status_code))
         if not retrying or response.status_code not in policy._judged_statuses:
             deadline = None if policy.deadline is None else started + policy.deadline
             if read:
@@ -72,6 +77,8 @@ def send_call(
             return response
         error = None
     except Exception as exc:
+        if throttle is not None and response is None:
+            core.record_first(request, accepted_error(exc))
         if not retrying:
             raise
         response, error = None, exc
@@ -105,8 +112,12 @@ async def asend_call(
 ) -> httpx.Response:
     """:func:`send_call` with awaitable I/O."""
     retrying = policy.max_attempts > 1
+    throttle = core.throttle
+    response = None
     try:
         response = await attempt()
+        if throttle is not None:
+            core.record_first(request, accepted_status(response.status_code))
         if not retrying or response.status_code not in policy._judged_statuses:
             deadline = None if policy.deadline is None else started + policy.deadline
             if read:
@@ -117,6 +128,8 @@ async def asend_call(
             return response
         error = None
     except Exception as exc:
+        if throttle is not None and response is None:
+            core.record_first(request, accepted_error(exc))
         if not retrying:
             raise
         response, error = None, exc

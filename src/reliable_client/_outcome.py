@@ -48,7 +48,8 @@ class Outcome:
     stopped_by: str | None
     """Why retrying ended early: ``None`` if it did not, else one of
     "budget", "deadline", "retry_after", "stop", "not_idempotent",
-    "body_not_replayable"."""
+    "body_not_replayable", "throttle" (an AdaptiveThrottle refused the
+    request, or its retry)."""
     in_progress: bool = False
     """The last answer was ``409 Conflict`` to a keyed request: the server is
     still working on an attempt with this key (or a dead worker's claim has
@@ -225,6 +226,9 @@ class ClientStats:
     """Retries the budget refused."""
     gave_up: int
     """Calls that ended on a retryable failure: out of attempts, or stopped."""
+    throttled: int = 0
+    """Requests an AdaptiveThrottle refused (first attempts and retries):
+    never sent, so not in ``attempts``."""
 
 
 class Counters:
@@ -240,6 +244,8 @@ class Counters:
         "lock",
         "refused_by_budget",
         "retries",
+        "throttled",
+        "throttled_calls",
     )
 
     def __init__(self, lock: threading.Lock | None = None) -> None:
@@ -248,10 +254,19 @@ class Counters:
         self.retries = 0
         self.refused_by_budget = 0
         self.gave_up = 0
+        self.throttled = 0
+        self.throttled_calls = 0  # calls refused before their first attempt
 
     def count_call(self) -> None:
         with self.lock:
             self.calls += 1
+
+    def count_throttled(self, *, first: bool) -> None:
+        with self.lock:
+            self.throttled += 1
+            if first:
+                self.calls += 1
+                self.throttled_calls += 1
 
     def count_retry(self) -> None:
         with self.lock:
@@ -266,10 +281,11 @@ class Counters:
         with self.lock:
             return ClientStats(
                 calls=self.calls,
-                attempts=self.calls + self.retries,
+                attempts=self.calls - self.throttled_calls + self.retries,
                 retries=self.retries,
                 refused_by_budget=self.refused_by_budget,
                 gave_up=self.gave_up,
+                throttled=self.throttled,
             )
 
 

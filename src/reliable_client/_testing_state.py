@@ -12,8 +12,11 @@ class TestingMode:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, attempts: int | None) -> None:
+    def __init__(self, attempts: int | None, throttle: bool | None = None) -> None:
         self.attempts = attempts
+        self.throttle = throttle
+        """None: throttles decide as usual; False: they refuse nothing; True:
+        they refuse every request (to test how code handles ThrottledError)."""
         self._lock = threading.Lock()
         self._sleeps: list[float] = []
 

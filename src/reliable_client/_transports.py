@@ -14,6 +14,7 @@ from ._idempotency import Idempotency
 from ._loop import asend_call, send_call
 from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
+from ._throttle import AdaptiveThrottle
 
 __all__ = ["AsyncRetryTransport", "RetryTransport"]
 
@@ -63,6 +64,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
             or ``None`` for none.
         on_retry: called with a :class:`RetryEvent` before each retry and when
             retrying is stopped early.
+        throttle: an :class:`AdaptiveThrottle` (default ``None``: off).
         clock: monotonic seconds, for deadlines (default ``time.monotonic``).
         sleep: sleeps the given seconds (default ``time.sleep``).
     """
@@ -75,6 +77,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         budget: RetryBudget | None = None,
         idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
         on_retry: OnRetry | None = None,
+        throttle: AdaptiveThrottle | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
@@ -93,6 +96,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
             on_retry=on_retry,
             clock=clock,
             owner="RetryTransport",
+            throttle=throttle,
         )
         self._sleep = sleep or time.sleep
 
@@ -101,25 +105,15 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         """The wrapped transport."""
         return self._transport
 
-    @classmethod
-    def _around(cls, transport: httpx.BaseTransport, core: RetryCore) -> RetryTransport:
-        """Wrap ``transport`` with an existing engine (a client's, shared by
-        all the transports it mounts)."""
-        wrapper = object.__new__(cls)
-        wrapper._transport = transport
-        wrapper._core = core
-        wrapper._sleep = time.sleep
-        return wrapper
-
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if OUTER_KEY in request.extensions:
             # A reliable client (or transport) above owns this request's
             # retries and keys: one attempt, as it asked.
             return self._transport.handle_request(request)
         core = self._core
-        policy, started = core.prepare(request)
         transport = self._transport
         try:
+            policy, started = core.prepare(request)
             return send_call(
                 core,
                 request,
@@ -152,6 +146,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         budget: RetryBudget | None = None,
         idempotency: Idempotency | None = _DEFAULT_IDEMPOTENCY,
         on_retry: OnRetry | None = None,
+        throttle: AdaptiveThrottle | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
@@ -170,6 +165,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
             on_retry=on_retry,
             clock=clock,
             owner="AsyncRetryTransport",
+            throttle=throttle,
         )
         self._sleep = sleep or anyio.sleep
 
@@ -178,25 +174,13 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         """The wrapped transport."""
         return self._transport
 
-    @classmethod
-    def _around(
-        cls, transport: httpx.AsyncBaseTransport, core: RetryCore
-    ) -> AsyncRetryTransport:
-        """Wrap ``transport`` with an existing engine (a client's, shared by
-        all the transports it mounts)."""
-        wrapper = object.__new__(cls)
-        wrapper._transport = transport
-        wrapper._core = core
-        wrapper._sleep = anyio.sleep
-        return wrapper
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if OUTER_KEY in request.extensions:
             return await self._transport.handle_async_request(request)
         core = self._core
-        policy, started = core.prepare(request)
         transport = self._transport
         try:
+            policy, started = core.prepare(request)
             return await asend_call(
                 core,
                 request,

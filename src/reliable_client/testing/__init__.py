@@ -66,16 +66,28 @@ __all__ = [
 ]
 
 
-def set_testing(on: bool, *, attempts: int | None = None) -> TestingMode | None:
-    """Turn testing mode on (``attempts`` caps attempts per call) or off.
+def _check(attempts: int | None, throttle: bool | None) -> None:
+    if attempts is not None:
+        check_int("testing", "attempts", attempts, minimum=1)
+    if throttle is not None and not isinstance(throttle, bool):
+        raise TypeError(
+            f"testing.throttle must be a bool or None, got {type(throttle).__name__}"
+        )
+
+
+def set_testing(
+    on: bool, *, attempts: int | None = None, throttle: bool | None = None
+) -> TestingMode | None:
+    """Turn testing mode on (``attempts`` caps attempts per call; ``throttle``
+    False turns every AdaptiveThrottle off, True makes them refuse every
+    request) or off.
 
     Returns the new mode object when turned on, else ``None``.
     """
     if not isinstance(on, bool):
         raise TypeError(f"set_testing(on=...) must be a bool, got {type(on).__name__}")
-    if attempts is not None:
-        check_int("testing", "attempts", attempts, minimum=1)
-    mode = TestingMode(attempts) if on else None
+    _check(attempts, throttle)
+    mode = TestingMode(attempts, throttle) if on else None
     activate(mode)
     return mode
 
@@ -86,11 +98,18 @@ def is_testing() -> bool:
 
 
 @contextmanager
-def testing_mode(*, attempts: int | None = None) -> Iterator[TestingMode]:
-    """Testing mode for the ``with`` block; the previous mode is restored after."""
-    if attempts is not None:
-        check_int("testing", "attempts", attempts, minimum=1)
-    mode = TestingMode(attempts)
+def testing_mode(
+    *, attempts: int | None = None, throttle: bool | None = None
+) -> Iterator[TestingMode]:
+    """Testing mode for the ``with`` block; the previous mode is restored after.
+
+    ``attempts`` caps the attempts of every call; ``throttle=False`` turns
+    every :class:`~reliable_client.AdaptiveThrottle` off, ``throttle=True``
+    makes them refuse every request (``ThrottledError``), for tests of the
+    code that handles it.
+    """
+    _check(attempts, throttle)
+    mode = TestingMode(attempts, throttle)
     previous = activate(mode)
     try:
         yield mode

@@ -1,0 +1,429 @@
+"""AdaptiveThrottle: the formula on an injected clock, probes, recovery,
+hosts, and its place in the clients, transports, decorator and testing mode."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reliable_client as rc
+from reliable_client import testing
+from reliable_client._throttle import ADMIT, PROBE, REFUSE
+
+from .callers import Caller
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def never_refuse() -> float:
+    return 0.999999  # >= any probability below 1: admits unless p ~ 1
+
+
+def always_refuse() -> float:
+    return 0.0  # < any positive probability: refuses (but probes) when p > 0
+
+
+def throttle(clock: Clock, **options: object) -> rc.AdaptiveThrottle:
+    return rc.AdaptiveThrottle(clock=clock, **options)  # type: ignore[arg-type]
+
+
+# -- the formula ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requests", "accepts", "k"),
+    [
+        (10, 0, 2.0),
+        (10, 3, 2.0),
+        (10, 5, 2.0),
+        (10, 8, 2.0),
+        (30, 10, 1.5),
+        (4, 1, 1.0),
+    ],
+)
+def test_refusal_probability_is_the_sre_formula(
+    requests: int, accepts: int, k: float
+) -> None:
+    clock = Clock()
+    shed = throttle(clock, k=k, random=never_refuse)
+    for index in range(requests):
+        assert shed.admit("api.test") != REFUSE
+        if index < accepts:
+            shed.record("api.test", True)
+    expected = max(0.0, (requests - k * accepts) / (requests + 1))
+    assert shed.probability("api.test") == pytest.approx(expected)
+    stats = shed.stats["api.test"]
+    assert (stats.requests, stats.accepts) == (requests, accepts)
+    assert stats.probability == pytest.approx(expected)
+
+
+def test_refused_requests_count_as_requests() -> None:
+    clock = Clock()
+    shed = throttle(clock, random=always_refuse, min_per_second=0.0)
+    verdicts = [shed.admit("api.test") for _ in range(8)]
+    # The first goes (nothing known yet); with no accept, p > 0 from then on.
+    assert verdicts == [ADMIT] + [REFUSE] * 7
+    assert shed.stats["api.test"].requests == 8
+    assert shed.stats["api.test"].probability == pytest.approx(8 / 9)
+    assert shed.refused == 7
+
+
+def test_history_expires_after_the_window() -> None:
+    clock = Clock()
+    shed = throttle(clock, window=10.0, random=never_refuse)
+    for _ in range(20):
+        shed.admit("api.test")
+    assert shed.probability("api.test") > 0.9
+    clock.now += 5.0
+    assert shed.probability("api.test") > 0.9  # still within the window
+    clock.now += 5.5
+    assert shed.probability("api.test") == 0.0
+
+
+def test_probes_go_through_at_min_per_second() -> None:
+    clock = Clock()
+    shed = throttle(clock, min_per_second=2.0, random=always_refuse)
+    for _ in range(10):
+        shed.admit("api.test")  # nothing accepted: p ~ 0.9
+    clock.now += 0.5
+    verdicts = []
+    for _ in range(20):  # 2 s in steps of 100 ms
+        verdicts.append(shed.admit("api.test"))
+        clock.now += 0.1
+    assert verdicts.count(PROBE) == 4  # 2 a second
+    assert ADMIT not in verdicts
+
+
+def test_an_accepted_probe_ends_the_throttling_at_once() -> None:
+    clock = Clock()
+    shed = throttle(clock, random=always_refuse)
+    for _ in range(100):
+        shed.admit("api.test")
+    assert shed.probability("api.test") > 0.98
+    clock.now += 1.0
+    assert shed.admit("api.test") == PROBE
+    shed.record("api.test", True, probe=True)
+    assert shed.probability("api.test") == 0.0
+    assert shed.admit("api.test") == ADMIT
+
+
+def test_a_failed_probe_keeps_the_throttling() -> None:
+    clock = Clock()
+    shed = throttle(clock, random=always_refuse)
+    for _ in range(50):
+        shed.admit("api.test")
+    clock.now += 1.0
+    assert shed.admit("api.test") == PROBE
+    shed.record("api.test", False, probe=True)
+    assert shed.probability("api.test") > 0.98
+
+
+def test_hosts_are_kept_apart_and_shared_without_per_host() -> None:
+    clock = Clock()
+    shed = throttle(clock, random=never_refuse)
+    for _ in range(10):
+        shed.admit("down.test")
+        shed.admit("up.test")
+        shed.record("up.test", True)
+    assert shed.probability("down.test") > 0.9
+    assert shed.probability("up.test") == 0.0
+    one = throttle(clock, per_host=False, random=never_refuse)
+    for _ in range(10):
+        one.admit(one.key("down.test"))
+    assert one.probability("up.test") == one.probability("down.test") > 0.9
+    assert list(one.stats) == [""]
+
+
+def test_idle_hosts_are_forgotten() -> None:
+    clock = Clock()
+    shed = throttle(clock, window=10.0)
+    for index in range(10_000):
+        shed.admit(f"host-{index}.test")
+    clock.now += 11.0
+    shed.admit("fresh.test")
+    assert list(shed.stats) == ["fresh.test"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["admit", "accept", "fail", "tick"]),
+            st.floats(min_value=0.0, max_value=3.0),
+        ),
+        max_size=200,
+    ),
+    st.floats(min_value=1.0, max_value=5.0),
+)
+def test_probability_stays_in_range(steps: list[tuple[str, float]], k: float) -> None:
+    clock = Clock()
+    shed = throttle(clock, k=k, window=5.0)
+    for action, value in steps:
+        if action == "admit":
+            shed.admit("h")
+        elif action == "accept":
+            shed.admit("h")
+            shed.record("h", True, probe=value > 1.5)
+        elif action == "fail":
+            shed.admit("h")
+            shed.record("h", False)
+        else:
+            clock.now += value
+        assert 0.0 <= shed.probability("h") < 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), max_size=300), st.floats(min_value=1.0, max_value=4.0))
+def test_probability_is_zero_while_accepts_keep_up(fails: list[bool], k: float) -> None:
+    # Failures only while the server still accepts enough: nothing is refused.
+    clock = Clock()
+    shed = throttle(clock, k=k)
+    accepts = 0
+    for requests, wanted in enumerate(fails):
+        # A failure that would fall behind the accepts is an accept instead.
+        fail = wanted and requests + 1 <= k * accepts
+        assert shed.admit("h") == ADMIT
+        if not fail:
+            shed.record("h", True)
+            accepts += 1
+        assert shed.probability("h") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"k": 0.5}, "k"),
+        ({"window": 0.0}, "window"),
+        ({"window": -1.0}, "window"),
+        ({"min_per_second": -0.1}, "min_per_second"),
+    ],
+)
+def test_bad_values_name_their_field(options: dict[str, float], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        rc.AdaptiveThrottle(**options)  # type: ignore[arg-type]
+
+
+def test_bad_types_are_refused() -> None:
+    with pytest.raises(TypeError, match="per_host"):
+        rc.AdaptiveThrottle(per_host="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="clock"):
+        rc.AdaptiveThrottle(clock=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="throttle"):
+        rc.Client(throttle=object())  # type: ignore[arg-type]
+
+
+def test_it_logs_when_throttling_starts_and_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="reliable_client")
+    clock = Clock()
+    shed = throttle(clock, random=always_refuse, min_per_second=0.0)
+    for _ in range(50):
+        shed.admit("api.test")
+    starts = [
+        r for r in caplog.records if "throttling requests to api.test" in r.getMessage()
+    ]
+    assert len(starts) == 1  # once, not once per refused request
+    clock.now += 11.0
+    shed.admit("api.test")  # the window forgot: p = 0 again
+    stops = [r for r in caplog.records if "stopped throttling" in r.getMessage()]
+    assert len(stops) == 1
+
+
+def test_it_is_thread_safe() -> None:
+    shed = rc.AdaptiveThrottle()
+
+    def work() -> None:
+        for _ in range(2000):
+            shed.admit("h")
+            shed.record("h", True)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = shed.stats["h"]
+    assert stats.requests == stats.accepts == 8000
+
+
+# -- in the clients --------------------------------------------------------------
+
+
+def down(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(503)
+
+
+async def test_a_throttled_client_refuses_locally(kind: str) -> None:
+    shed = rc.AdaptiveThrottle(random=always_refuse, min_per_second=0.0)
+    caller = Caller(
+        kind,
+        transport=httpx.MockTransport(down),
+        throttle=shed,
+        retry=rc.RetryPolicy(max_attempts=3, backoff_initial=0, backoff_max=0),
+    )
+    try:
+        first = await caller.request("GET", "http://api.test/x")
+        assert first.status_code == 503
+        # 1 + 2 failed attempts: the retries were decided by the throttle
+        # first; now every request is refused before it is sent.
+        with pytest.raises(rc.ThrottledError) as info:
+            await caller.request("GET", "http://api.test/x")
+        stats = caller.client.stats
+    finally:
+        await caller.close()
+    error = info.value
+    assert isinstance(error, httpx.TransportError)
+    assert error.request.url == "http://api.test/x"
+    assert rc.outcome(error).stopped_by == "throttle"
+    assert rc.outcome(error).attempts == 1
+    assert stats.throttled >= 1
+    assert stats.attempts == stats.calls - 1 + stats.retries  # refused: not sent
+
+
+async def test_a_refused_retry_ends_the_call_like_the_budget(kind: str) -> None:
+    budget = rc.RetryBudget()
+    # 5 requests, 2 accepts: p = 1/6.  The first attempt draws 0.99 (it
+    # goes); its retry draws 0.0 (refused).
+    # (The first of the 5 draws nothing: p is 0 before any request.)
+    draws = iter([0.999] * 4 + [0.99, 0.0])
+    shed = rc.AdaptiveThrottle(random=lambda: next(draws), min_per_second=0.0)
+    for _ in range(5):
+        shed.admit("api.test")
+    shed.record("api.test", True)
+    shed.record("api.test", True)
+    caller = Caller(
+        kind, transport=httpx.MockTransport(down), throttle=shed, budget=budget
+    )
+    try:
+        with testing.testing_mode():
+            response = await caller.request("GET", "http://api.test/x")
+    finally:
+        await caller.close()
+    assert response.status_code == 503
+    result = rc.outcome(response)
+    assert result.stopped_by == "throttle"
+    assert budget.stats.retries == 0  # the throttle decided first: no spend
+
+
+async def test_throttled_errors_are_never_retried_by_the_decorator() -> None:
+    calls = 0
+
+    @rc.retry(on=(httpx.TransportError,))
+    async def fetch() -> None:
+        nonlocal calls
+        calls += 1
+        raise rc.ThrottledError("refused")
+
+    with pytest.raises(rc.ThrottledError):
+        await fetch()
+    assert calls == 1
+
+
+def test_the_decorator_decides_once_per_attempt() -> None:
+    shed = rc.AdaptiveThrottle(random=never_refuse)
+    inner = rc.AdaptiveThrottle()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    client = rc.Client(transport=transport, throttle=inner)
+    attempts = 0
+
+    @rc.retry(rc.RetryPolicy(backoff_initial=0, backoff_max=0), throttle=shed)
+    def two_requests() -> None:
+        nonlocal attempts
+        attempts += 1
+        client.get("http://a.test/")
+        client.get("http://b.test/")
+        if attempts == 1:
+            raise httpx.ConnectError("lost")
+
+    two_requests()
+    client.close()
+    assert shed.stats[""].requests == 2  # one decision per decorated attempt
+    assert inner.stats == {}  # the requests inside were not throttled again
+
+
+def test_testing_mode_turns_throttles_off_or_forces_them() -> None:
+    shed = rc.AdaptiveThrottle(random=always_refuse, min_per_second=0.0)
+    for _ in range(20):
+        shed.admit("api.test")
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    with rc.Client(transport=transport, throttle=shed) as client:
+        with testing.testing_mode(throttle=False):
+            assert client.get("http://api.test/").status_code == 200
+        with pytest.raises(rc.ThrottledError):
+            client.get("http://api.test/")
+        fresh = rc.AdaptiveThrottle()
+        with (
+            rc.Client(transport=transport, throttle=fresh) as other,
+            testing.testing_mode(throttle=True),
+            pytest.raises(rc.ThrottledError),
+        ):
+            other.get("http://api.test/")
+    with (
+        pytest.raises(TypeError, match="throttle"),
+        testing.testing_mode(throttle="on"),  # type: ignore[arg-type]
+    ):
+        pass
+
+
+def test_transports_take_a_throttle() -> None:
+    shed = rc.AdaptiveThrottle(random=always_refuse, min_per_second=0.0)
+    transport = rc.RetryTransport(httpx.MockTransport(down), throttle=shed, retry=False)
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://api.test/").status_code == 503
+        with pytest.raises(rc.ThrottledError):
+            client.get("http://api.test/")  # p = 1/2, and the draw is 0
+    assert transport.stats.throttled == 1
+
+
+def test_a_404_or_422_is_an_accept() -> None:
+    shed = rc.AdaptiveThrottle()
+    statuses = iter([404, 422, 500, 503, 429, 502, 504])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(statuses))
+
+    with rc.Client(
+        transport=httpx.MockTransport(handler), throttle=shed, retry=False
+    ) as c:
+        for _ in range(7):
+            c.get("http://api.test/")
+    stats = shed.stats["api.test"]
+    assert (stats.requests, stats.accepts) == (7, 3)  # 404, 422, 500 accepted
+
+
+async def test_timeouts_and_connection_errors_are_not_accepts(kind: str) -> None:
+    shed = rc.AdaptiveThrottle()
+    errors = iter(
+        [
+            httpx.ConnectError("down"),
+            httpx.ReadTimeout("slow"),
+            httpx.RemoteProtocolError("cut"),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise next(errors)
+
+    caller = Caller(
+        kind, transport=httpx.MockTransport(handler), throttle=shed, retry=False
+    )
+    try:
+        for _ in range(3):
+            with pytest.raises(httpx.TransportError):
+                await caller.request("GET", "http://api.test/")
+    finally:
+        await caller.close()
+    assert shed.stats["api.test"].accepts == 0
+    assert shed.stats["api.test"].requests == 3
