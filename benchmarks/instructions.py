@@ -90,6 +90,7 @@ _TWO_HEADERS = [
 ]
 HEADERS_ROW = "httpx + the same two headers"
 NO_KEYS_ROW = "reliable_client.Client, idempotency=None"
+THROTTLE_ROW = "reliable_client.Client, throttle=AdaptiveThrottle()"
 
 
 class _TwoHeadersClient(httpx.Client):
@@ -116,6 +117,15 @@ def _rc_without_keys(transport: httpx.BaseTransport | None) -> Caller:
     )
 
 
+def _rc_with_throttle(transport: httpx.BaseTransport | None) -> Caller:
+    throttle = reliable_client.AdaptiveThrottle()
+    if transport is None:
+        return _direct(reliable_client.Client(retry=RC_POLICY, throttle=throttle))
+    return _direct(
+        reliable_client.Client(retry=RC_POLICY, throttle=throttle, transport=transport)
+    )
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
@@ -131,6 +141,7 @@ def _sync_rows() -> dict[str, tuple[Row, Callable[[Any], Caller]]]:
         if c.name == GAUGE:
             rows[HEADERS_ROW] = (Row(HEADERS_ROW, False, False), _plain_with_headers)
     rows[NO_KEYS_ROW] = (Row(NO_KEYS_ROW, False, False), _rc_without_keys)
+    rows[THROTTLE_ROW] = (Row(THROTTLE_ROW, False, False), _rc_with_throttle)
     return rows
 
 

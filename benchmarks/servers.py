@@ -28,6 +28,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -93,6 +94,10 @@ class BenchServer:
         self._drops = random.Random(seed + 1)
         self._store: dict[str, bytes] = {}
         self.counters = ServerCounters()
+        #: what ``/service`` does: "up" (200), "down" (503) or "flaky" (503 at
+        #: ``fault_rate``, drawn like ``/flaky``); its arrivals are timed.
+        self.service = "up"
+        self.arrivals: list[float] = []
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -129,6 +134,8 @@ class BenchServer:
             self._store.clear()
             self._faults = random.Random(self.seed)
             self._drops = random.Random(self.seed + 1)
+            self.service = "up"
+            self.arrivals = []
 
     def snapshot(self) -> ServerCounters:
         with self._lock:
@@ -280,6 +287,13 @@ class BenchServer:
                 return _FAST, None
             if path == "/outage":
                 return _UNAVAILABLE, None
+            if path == "/service":
+                self.arrivals.append(time.monotonic())
+                if self.service == "down" or (
+                    self.service == "flaky" and self._faults.random() < self.fault_rate
+                ):
+                    return _UNAVAILABLE, None
+                return _FAST, None
             if path == "/flaky":
                 if self._faults.random() < self.fault_rate:
                     return _UNAVAILABLE, None

@@ -6,11 +6,12 @@ their connection, and outcome() is complete."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -508,3 +509,168 @@ def test_testing_mode_still_caps_a_client_call() -> None:
         with rc.Client(base_url=server.url) as client:
             assert client.get("/x").status_code == 503
     assert mode.retries == 1
+
+
+# -- found in review: each has a failing run on the earlier tree -------------
+
+
+class RawServer:
+    """A raw-socket HTTP/1.1 server: ``handler(conn, number)`` per connection."""
+
+    def __init__(self, handler: Callable[[socket.socket, int], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.connections = 0
+        self.stop = threading.Event()
+        self.handler = handler
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            number = self.connections
+            threading.Thread(target=self._run, args=(conn, number), daemon=True).start()
+
+    def _run(self, conn: socket.socket, number: int) -> None:
+        with conn, contextlib.suppress(OSError):
+            self.handler(conn, number)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def read_head(conn: socket.socket) -> bool:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    return True
+
+
+async def test_async_deadline_bounds_trickling_headers() -> None:
+    def handler(conn: socket.socket, number: int) -> None:
+        read_head(conn)
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 100:
+            conn.sendall(bytes([byte]))
+            time.sleep(0.2)
+
+    server = RawServer(handler)
+    started = time.monotonic()
+    try:
+        async with rc.AsyncClient(timeout=10.0) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get(server.url, retry=rc.RetryPolicy(deadline=1.0))
+    finally:
+        server.close()
+    assert time.monotonic() - started < 1.3
+
+
+def test_a_stalled_discarded_body_does_not_hold_the_retry() -> None:
+    def handler(conn: socket.socket, number: int) -> None:
+        while read_head(conn):
+            if number == 1:
+                # A 503 that announces 100 bytes, sends 10, then stalls.
+                conn.sendall(b"HTTP/1.1 503 x\r\nContent-Length: 100\r\n\r\n0123456789")
+                time.sleep(5)
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = RawServer(handler)
+    started = time.monotonic()
+    try:
+        with rc.Client(timeout=10.0, retry=FAST) as client:
+            response = client.get(server.url)
+    finally:
+        server.close()
+    assert response.status_code == 200
+    assert time.monotonic() - started < 1.0  # drained for 0.1 s at most
+
+
+def test_no_retry_is_sent_once_the_deadline_has_passed() -> None:
+    seen: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(time.monotonic())
+        return httpx.Response(503, headers={"Retry-After": "0"})
+
+    def slow_sleep(seconds: float) -> None:
+        time.sleep(0.3)  # a wait longer than it said (a busy machine)
+
+    policy = rc.RetryPolicy(deadline=0.2, max_attempts=5)
+    transport = rc.RetryTransport(
+        httpx.MockTransport(handler), retry=policy, sleep=slow_sleep
+    )
+    with httpx.Client(transport=transport) as client:
+        response = client.get("http://api.test/")
+    assert response.status_code == 503
+    assert len(seen) == 1
+    assert rc.outcome(response).stopped_by == "deadline"
+
+
+def test_the_same_request_sent_twice_is_two_calls() -> None:
+    keys: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        return httpx.Response(201)
+
+    with rc.Client(transport=httpx.MockTransport(handler)) as client:
+        request = client.build_request("POST", "http://api.test/orders", json={})
+        client.send(request, retry=rc.RetryPolicy(deadline=0.05))
+        time.sleep(0.1)  # the first call's deadline is long gone
+        assert client.send(request).status_code == 201
+    assert len(keys) == 2 and keys[0] != keys[1]
+
+
+def test_a_raise_for_status_hook_keeps_status_retries() -> None:
+    statuses = iter([503, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(statuses))
+
+    with rc.Client(
+        transport=httpx.MockTransport(handler),
+        retry=FAST,
+        event_hooks={"response": [lambda r: r.raise_for_status()]},
+    ) as client:
+        response = client.get("http://api.test/")
+    assert response.status_code == 200
+    assert rc.outcome(response).attempts == 2
+
+
+def test_a_callers_own_cookie_header_is_sent_as_is_on_retries() -> None:
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("Cookie"))
+        if len(sent) == 1:
+            return httpx.Response(503, headers={"Set-Cookie": "sid=server; Path=/"})
+        return httpx.Response(200)
+
+    with rc.Client(transport=httpx.MockTransport(handler), retry=FAST) as client:
+        client.get("http://api.test/", headers={"Cookie": "sid=mine; theme=dark"})
+    assert sent == ["sid=mine; theme=dark", "sid=mine; theme=dark"]
+
+
+def test_a_client_adopting_a_transport_uses_its_sleep() -> None:
+    slept: list[float] = []
+    transport = rc.RetryTransport(
+        httpx.MockTransport(lambda request: httpx.Response(503)),
+        retry=rc.RetryPolicy(backoff_initial=1.0, jitter="none"),
+        sleep=slept.append,
+    )
+    started = time.monotonic()
+    with rc.Client(transport=transport) as client:
+        client.get("http://api.test/")
+    assert slept == [1.0, 2.0]
+    assert time.monotonic() - started < 0.5

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -245,3 +246,99 @@ def test_a_stream_too_long_to_keep_is_not_stored(
     assert "idempotent-replayed" not in again.headers
     assert len(runs) == 2  # not kept: the key ran again, as logged
     assert any("not stored" in r.getMessage() for r in caplog.records)
+
+
+# -- found in review ------------------------------------------------------------
+
+
+def test_a_long_response_with_a_length_passes_through_unstored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+    size = 64 * 1024
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        runs.append(1)
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(4 * size).encode())],
+        }
+        await send(start)
+        for index in range(4):
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"x" * size,
+                    "more_body": index < 3,
+                }
+            )
+            await asyncio.sleep(0.1)
+
+    store = MemoryStore()
+    guarded = IdempotencyMiddleware(app, store=store, max_response_body=size)
+    caplog.set_level(logging.WARNING, logger="reliable_client.server")
+    with UvicornThread(guarded) as server, rc.Client(base_url=server.url) as client:
+        started = time.monotonic()
+        chunks: list[bytes] = []
+        with client.stream("POST", "/export", json={}) as streamed:
+            for chunk in streamed.iter_raw():
+                if not chunks:
+                    first_after = time.monotonic() - started
+                chunks.append(chunk)
+        first, rest = chunks[0], b"".join(chunks[1:])
+        again = client.post(
+            "/export", json={}, headers={KEY: streamed.request.headers[KEY]}
+        )
+    assert len(first) + len(rest) == 4 * size
+    assert first_after < 0.25  # not held until the end (0.4 s)
+    assert len(store) == 0  # not stored: it could not be replayed
+    assert "idempotent-replayed" not in again.headers and len(runs) == 2
+    assert any(
+        "longer than max_response_body" in r.getMessage() for r in caplog.records
+    )
+
+
+async def test_file_responses_are_sent_as_body_messages() -> None:
+    # A server offering http.response.pathsend: FileResponse would send the
+    # path, which the middleware cannot keep; it is hidden from the app.
+    import tempfile
+
+    from starlette.responses import FileResponse
+
+    with tempfile.NamedTemporaryFile(delete=False) as handle:
+        handle.write(b"the invoice")
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        assert "http.response.pathsend" not in scope.get("extensions", {})
+        await FileResponse(handle.name)(scope, receive, send)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/invoice",
+        "raw_path": b"/invoice",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"idempotency-key", b"k1")],
+        "extensions": {"http.response.pathsend": {}},
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    store = MemoryStore()
+    await IdempotencyMiddleware(app, store=store)(scope, receive, send)
+    os.unlink(handle.name)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[1]["body"] == b"the invoice"
+    assert len(store) == 1

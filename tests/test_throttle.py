@@ -38,6 +38,22 @@ def throttle(clock: Clock, **options: object) -> rc.AdaptiveThrottle:
     return rc.AdaptiveThrottle(clock=clock, **options)  # type: ignore[arg-type]
 
 
+def ok(shed: rc.AdaptiveThrottle, key: str = "api.test") -> int:
+    """A request the server accepts (if the throttle lets it go)."""
+    verdict = shed.admit(key)
+    if verdict != REFUSE:
+        shed.record(key, True, verdict == PROBE)
+    return verdict
+
+
+def fail(shed: rc.AdaptiveThrottle, key: str = "api.test") -> int:
+    """A request the server answers 503 (if the throttle lets it go)."""
+    verdict = shed.admit(key)
+    if verdict != REFUSE:
+        shed.record(key, False, verdict == PROBE)
+    return verdict
+
+
 # -- the formula ----------------------------------------------------------------
 
 
@@ -58,9 +74,8 @@ def test_refusal_probability_is_the_sre_formula(
     clock = Clock()
     shed = throttle(clock, k=k, random=never_refuse)
     for index in range(requests):
-        assert shed.admit("api.test") != REFUSE
-        if index < accepts:
-            shed.record("api.test", True)
+        verdict = ok(shed) if index < accepts else fail(shed)
+        assert verdict != REFUSE
     expected = max(0.0, (requests - k * accepts) / (requests + 1))
     assert shed.probability("api.test") == pytest.approx(expected)
     stats = shed.stats["api.test"]
@@ -71,19 +86,32 @@ def test_refusal_probability_is_the_sre_formula(
 def test_refused_requests_count_as_requests() -> None:
     clock = Clock()
     shed = throttle(clock, random=always_refuse, min_per_second=0.0)
-    verdicts = [shed.admit("api.test") for _ in range(8)]
-    # The first goes (nothing known yet); with no accept, p > 0 from then on.
+    verdicts = [fail(shed) for _ in range(8)]
+    # The first goes (nothing known yet) and fails: p > 0 from then on.
     assert verdicts == [ADMIT] + [REFUSE] * 7
     assert shed.stats["api.test"].requests == 8
+    assert shed.stats["api.test"].accepts == 0
     assert shed.stats["api.test"].probability == pytest.approx(8 / 9)
     assert shed.refused == 7
+
+
+def test_a_request_in_flight_counts_as_accepted_until_it_fails() -> None:
+    clock = Clock()
+    shed = throttle(clock)
+    for _ in range(5):
+        assert shed.admit("api.test") == ADMIT  # no answer yet
+    assert shed.stats["api.test"].accepts == 5
+    for _ in range(5):
+        shed.record("api.test", False)
+    assert shed.stats["api.test"].accepts == 0
+    assert shed.probability("api.test") == pytest.approx(5 / 6)
 
 
 def test_history_expires_after_the_window() -> None:
     clock = Clock()
     shed = throttle(clock, window=10.0, random=never_refuse)
     for _ in range(20):
-        shed.admit("api.test")
+        fail(shed)
     assert shed.probability("api.test") > 0.9
     clock.now += 5.0
     assert shed.probability("api.test") > 0.9  # still within the window
@@ -91,15 +119,34 @@ def test_history_expires_after_the_window() -> None:
     assert shed.probability("api.test") == 0.0
 
 
+def test_a_healthy_past_does_not_shield_an_outage() -> None:
+    # 10 s of accepts at 200 a second, then the server goes down: over the
+    # whole window the formula would let 4,000 failures through first; its
+    # last fifth sees the outage within a second or two.
+    clock = Clock()
+    shed = throttle(clock, random=never_refuse)
+    for _ in range(100):  # 10 s in steps of 0.1 s
+        for _ in range(20):
+            ok(shed)
+        clock.now += 0.1
+    for _ in range(15):  # 1.5 s of failures
+        for _ in range(20):
+            fail(shed)
+        clock.now += 0.1
+    stats = shed.stats["api.test"]
+    assert stats.requests - 2 * stats.accepts < 0  # the window alone: p = 0
+    assert shed.probability("api.test") > 0.9
+
+
 def test_probes_go_through_at_min_per_second() -> None:
     clock = Clock()
     shed = throttle(clock, min_per_second=2.0, random=always_refuse)
     for _ in range(10):
-        shed.admit("api.test")  # nothing accepted: p ~ 0.9
+        fail(shed)  # nothing accepted: p ~ 0.9
     clock.now += 0.5
     verdicts = []
     for _ in range(20):  # 2 s in steps of 100 ms
-        verdicts.append(shed.admit("api.test"))
+        verdicts.append(fail(shed))
         clock.now += 0.1
     assert verdicts.count(PROBE) == 4  # 2 a second
     assert ADMIT not in verdicts
@@ -109,11 +156,10 @@ def test_an_accepted_probe_ends_the_throttling_at_once() -> None:
     clock = Clock()
     shed = throttle(clock, random=always_refuse)
     for _ in range(100):
-        shed.admit("api.test")
+        fail(shed)
     assert shed.probability("api.test") > 0.98
     clock.now += 1.0
-    assert shed.admit("api.test") == PROBE
-    shed.record("api.test", True, probe=True)
+    assert ok(shed) == PROBE
     assert shed.probability("api.test") == 0.0
     assert shed.admit("api.test") == ADMIT
 
@@ -122,10 +168,9 @@ def test_a_failed_probe_keeps_the_throttling() -> None:
     clock = Clock()
     shed = throttle(clock, random=always_refuse)
     for _ in range(50):
-        shed.admit("api.test")
+        fail(shed)
     clock.now += 1.0
-    assert shed.admit("api.test") == PROBE
-    shed.record("api.test", False, probe=True)
+    assert fail(shed) == PROBE
     assert shed.probability("api.test") > 0.98
 
 
@@ -133,14 +178,13 @@ def test_hosts_are_kept_apart_and_shared_without_per_host() -> None:
     clock = Clock()
     shed = throttle(clock, random=never_refuse)
     for _ in range(10):
-        shed.admit("down.test")
-        shed.admit("up.test")
-        shed.record("up.test", True)
+        fail(shed, "down.test")
+        ok(shed, "up.test")
     assert shed.probability("down.test") > 0.9
     assert shed.probability("up.test") == 0.0
     one = throttle(clock, per_host=False, random=never_refuse)
     for _ in range(10):
-        one.admit(one.key("down.test"))
+        fail(one, one.key("down.test"))
     assert one.probability("up.test") == one.probability("down.test") > 0.9
     assert list(one.stats) == [""]
 
@@ -173,11 +217,9 @@ def test_probability_stays_in_range(steps: list[tuple[str, float]], k: float) ->
         if action == "admit":
             shed.admit("h")
         elif action == "accept":
-            shed.admit("h")
-            shed.record("h", True, probe=value > 1.5)
+            ok(shed, "h")
         elif action == "fail":
-            shed.admit("h")
-            shed.record("h", False)
+            fail(shed, "h")
         else:
             clock.now += value
         assert 0.0 <= shed.probability("h") < 1.0
@@ -192,11 +234,10 @@ def test_probability_is_zero_while_accepts_keep_up(fails: list[bool], k: float) 
     accepts = 0
     for requests, wanted in enumerate(fails):
         # A failure that would fall behind the accepts is an accept instead.
-        fail = wanted and requests + 1 <= k * accepts
+        failing = wanted and requests + 1 <= k * accepts
         assert shed.admit("h") == ADMIT
-        if not fail:
-            shed.record("h", True)
-            accepts += 1
+        shed.record("h", not failing)
+        accepts += not failing
         assert shed.probability("h") == 0.0
 
 
@@ -230,7 +271,7 @@ def test_it_logs_when_throttling_starts_and_stops(
     clock = Clock()
     shed = throttle(clock, random=always_refuse, min_per_second=0.0)
     for _ in range(50):
-        shed.admit("api.test")
+        fail(shed)
     starts = [
         r for r in caplog.records if "throttling requests to api.test" in r.getMessage()
     ]
@@ -245,9 +286,9 @@ def test_it_is_thread_safe() -> None:
     shed = rc.AdaptiveThrottle()
 
     def work() -> None:
-        for _ in range(2000):
+        for index in range(2000):
             shed.admit("h")
-            shed.record("h", True)
+            shed.record("h", index % 4 != 0)  # a failure in four: p stays 0
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -255,7 +296,7 @@ def test_it_is_thread_safe() -> None:
     for thread in threads:
         thread.join()
     stats = shed.stats["h"]
-    assert stats.requests == stats.accepts == 8000
+    assert (stats.requests, stats.accepts) == (8000, 6000)
 
 
 # -- in the clients --------------------------------------------------------------
@@ -294,15 +335,17 @@ async def test_a_throttled_client_refuses_locally(kind: str) -> None:
 
 async def test_a_refused_retry_ends_the_call_like_the_budget(kind: str) -> None:
     budget = rc.RetryBudget()
-    # 5 requests, 2 accepts: p = 1/6.  The first attempt draws 0.99 (it
-    # goes); its retry draws 0.0 (refused).
-    # (The first of the 5 draws nothing: p is 0 before any request.)
-    draws = iter([0.999] * 4 + [0.99, 0.0])
-    shed = rc.AdaptiveThrottle(random=lambda: next(draws), min_per_second=0.0)
-    for _ in range(5):
-        shed.admit("api.test")
-    shed.record("api.test", True)
-    shed.record("api.test", True)
+    # 5 requests, 2 accepts: p = 1/6.  The call's first attempt draws 0.99
+    # (it goes); its retry draws 0.0 (refused).
+    draws: list[float] = []
+    shed = rc.AdaptiveThrottle(
+        random=lambda: draws.pop(0) if draws else 0.999, min_per_second=0.0
+    )
+    for _ in range(2):
+        ok(shed)
+    for _ in range(3):
+        fail(shed)
+    draws.extend([0.99, 0.0])
     caller = Caller(
         kind, transport=httpx.MockTransport(down), throttle=shed, budget=budget
     )
@@ -356,7 +399,7 @@ def test_the_decorator_decides_once_per_attempt() -> None:
 def test_testing_mode_turns_throttles_off_or_forces_them() -> None:
     shed = rc.AdaptiveThrottle(random=always_refuse, min_per_second=0.0)
     for _ in range(20):
-        shed.admit("api.test")
+        fail(shed)
     transport = httpx.MockTransport(lambda request: httpx.Response(200))
     with rc.Client(transport=transport, throttle=shed) as client:
         with testing.testing_mode(throttle=False):

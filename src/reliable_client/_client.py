@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal, cast
 
@@ -85,6 +85,7 @@ class _RetryClientMixin:
         del self._given
         if not isinstance(transport, self._retry_transport_class):
             return
+        self._retry_sleep = transport._sleep  # a sleep= given to the transport
         theirs = transport._core
         if (
             retry is _DEFAULT_POLICY
@@ -104,7 +105,7 @@ class _RetryClientMixin:
                 else idempotency
             ),
             on_retry=theirs.on_retry if on_retry is None else on_retry,
-            clock=None,
+            clock=theirs.clock,
             owner=owner,
             throttle=theirs.throttle if throttle is None else throttle,
         )
@@ -174,6 +175,7 @@ class Client(_RetryClientMixin, httpx.Client):
     """
 
     _retry_transport_class = RetryTransport
+    _retry_sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -297,8 +299,8 @@ class Client(_RetryClientMixin, httpx.Client):
                 policy,
                 started,
                 attempt,
-                time.sleep,
-                read=not stream,
+                self._retry_sleep,
+                stream=stream,
                 before_retry=self._cookies_for_retry,
             )
         finally:
@@ -544,6 +546,7 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
     """
 
     _retry_transport_class = AsyncRetryTransport
+    _retry_sleep: Callable[[float], Awaitable[None]] = staticmethod(anyio.sleep)
 
     def __init__(
         self,
@@ -669,8 +672,8 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
                 policy,
                 started,
                 attempt,
-                anyio.sleep,
-                read=not stream,
+                self._retry_sleep,
+                stream=stream,
                 before_retry=self._cookies_for_retry,
             )
         finally:

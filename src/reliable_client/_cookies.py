@@ -6,8 +6,9 @@ same request sent again, so without help it would still carry the cookies of
 before the discarded response (a sticky-session or CSRF cookie set by a 503
 would never reach the server).  Before a retry, the cookies that the discarded
 response (and its redirect hops) set are taken from the jar again: changed
-values replace the old ones, deleted cookies leave; the caller's other
-cookies stay as they were.
+values replace the old ones, deleted cookies leave, the others stay.  A
+``Cookie`` header the caller set (it holds what the jar does not) is left as
+it is, as httpx would send it.
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ def refresh_cookie_header(
     # rules applied by the standard library's cookie jar).
     scratch = httpx.Request(request.method, request.url)
     jar.set_cookie_header(scratch)
-    fresh = [pair for pair in _pairs(scratch.headers.get("Cookie")) if pair[0] in names]
+    now = _pairs(scratch.headers.get("Cookie"))
     kept = [
         pair for pair in _pairs(request.headers.get("Cookie")) if pair[0] not in names
     ]
-    pairs = kept + fresh
+    if dict(kept) != {name: value for name, value in now if name not in names}:
+        # Not the jar's header: the caller's own Cookie header, which httpx
+        # would send unchanged (the jar never adds to one).
+        return
+    pairs = kept + [pair for pair in now if pair[0] in names]
     if pairs:
         request.headers["Cookie"] = "; ".join(
             f"{name}={value}" for name, value in pairs

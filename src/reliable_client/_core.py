@@ -19,10 +19,11 @@ import tenacity
 from . import _testing_state
 from ._budget import RetryBudget
 from ._context import outer_layer
-from ._deadline import bound_timeouts
+from ._deadline import Remaining, bound_timeouts
 from ._decision import (
     FINAL,
     IDEMPOTENCY_HEADER,
+    KEYS_EXTENSION,
     Decision,
     Verdict,
     decide,
@@ -43,6 +44,7 @@ from ._outcome import (
 )
 from ._policy import NO_RETRY, RetryPolicy
 from ._throttle import (
+    ADMIT,
     PROBE,
     REFUSE,
     AdaptiveThrottle,
@@ -68,10 +70,11 @@ RETRY_KEY = "retry"
 ATTEMPT_KEY = "reliable_client.attempt"
 """Request extension: which attempt of its call this request is (1 for the
 first, 2 for the first retry, ...).  Set before every attempt."""
-ADMITTED_KEY = "reliable_client.admitted"
-"""Request extension, set when a throttle let the request's first attempt
-through: True when as a probe (its answer, if accepted, ends the
-throttling), else False.  Its answer is then reported to that throttle."""
+THROTTLE_KEY = "reliable_client.throttle"
+"""Request extension, set in the rare cases where the throttle's view of a
+first attempt is not the plain one ("admitted, report a failure"): "probe"
+(it went as a probe: an accept ends the throttling), or "off" (an enclosing
+@retry asks the throttle instead)."""
 OUTER_KEY = "reliable_client.outer"
 """Request extension, set while a reliable_client layer (a client, or a
 transport) sends the request: it owns the request's retries and keys, so a
@@ -101,12 +104,47 @@ class Discard(NamedTuple):
     """Step: close this response, which a retry replaces."""
 
     response: httpx.Response
+    request: httpx.Request | None = None
 
 
 Step = _Attempt | Read | Discard | float
 
 # tenacity wants a retrying object in its call state; none of ours uses it.
 _RETRYING = tenacity.Retrying()
+
+
+def _forget_last_call(request: httpx.Request, resource_id_header: str | None) -> None:
+    """A Request sent again is another call: it gets fresh keys (not the ones
+    reliable_client gave it last time; a caller's own stay) and a fresh
+    deadline."""
+    extensions = request.extensions
+    timeouts = extensions.get("timeout")
+    if isinstance(timeouts, Remaining):
+        extensions["timeout"] = dict(timeouts.configured)
+    keys = extensions.get(KEYS_EXTENSION)
+    if keys is None or keys[3] != id(request):
+        return  # a redirect hop shares the extensions: its keys travel on
+    del extensions[KEYS_EXTENSION]
+    header, key, rid, _ = keys
+    headers = request.headers
+    if headers.get(header) == key:
+        del headers[header]
+        if (
+            resource_id_header is not None
+            and rid is not None
+            and headers.get(resource_id_header) == rid
+        ):
+            del headers[resource_id_header]
+
+
+def _host_of(request: httpx.Request) -> str:
+    """The request's host as sent (an IDNA name stays in its ASCII form),
+    without decoding it again: the throttle's history key."""
+    try:
+        host: str = request.url._uri_reference.host
+        return host
+    except AttributeError:  # pragma: no cover - another httpx's URL
+        return request.url.host
 
 
 def resolve_policy(value: object, where: str) -> RetryPolicy:
@@ -190,41 +228,64 @@ class RetryCore:
         extensions[OUTER_KEY] = True
         extensions[ATTEMPT_KEY] = 1
         request.extensions = extensions
+        if KEYS_EXTENSION in extensions or isinstance(
+            extensions.get("timeout"), Remaining
+        ):
+            _forget_last_call(request, self.resource_id_header)
         idempotency = self.idempotency
         if idempotency is not None and request.method in idempotency._methods:
             idempotency.apply(request)
         layer = outer_layer.get()
         if layer is not None:
             # An enclosing @retry owns the retries (and the budget deposit) of
-            # this call: one attempt here, within the decorator's deadline.
+            # this call: one attempt here, within the decorator's deadline
+            # (and the client's, if that is shorter).
             self.counters.count_call()
+            if self.throttle is not None:
+                request.extensions[THROTTLE_KEY] = "off"
             started = self.clock()
-            if layer.deadline_at is None:
+            left = policy.deadline
+            if layer.deadline_at is not None:
+                outer = max(layer.deadline_at - time.monotonic(), 0.001)
+                left = outer if left is None else min(left, outer)
+            if left is None:
                 return NO_RETRY, started
-            # What is left of it, as this one attempt's deadline (every phase
-            # and the body included).
-            left = max(layer.deadline_at - time.monotonic(), 0.001)
+            # This one attempt's deadline: every phase and the body included.
             bound_timeouts(request, started + left, self.clock)
             return NO_RETRY.replace(deadline=left), started
-        if self.throttle is not None:
-            request.extensions[ADMITTED_KEY] = self.admit_first(request)
+        throttle = self.throttle
+        now = None
+        if throttle is not None:
+            now = self.clock()
+            key = _host_of(request) if throttle.per_host else ""
+            verdict = throttle.admit(
+                key, now if throttle._clock is self.clock else None
+            )
+            if verdict != ADMIT:
+                self.refuse_or_probe(verdict, request)
         host = request.url.host if self.budget.per_host else None
-        policy, started = self.begin_call(policy, host)
+        policy, started = self.begin_call(policy, host, now)
         if policy.deadline is not None:
             bound_timeouts(request, started + policy.deadline, self.clock)
         return policy, started
 
     def admit_first(self, request: httpx.Request | None) -> bool:
-        """Ask the throttle before a call's first attempt (``request`` is
-        ``None`` for a decorated call): return whether it goes as a probe; a
-        refused one raises ThrottledError, never sent (nor counted as sent,
-        nor deposited in the budget)."""
-        throttle = self.throttle
-        assert throttle is not None
-        key = "" if request is None else throttle.key(request.url.host)
-        verdict = throttle.admit(key)
-        if verdict != REFUSE:
-            return verdict == PROBE
+        """Ask the throttle before a decorated call's first attempt; return
+        whether it goes as a probe (see :meth:`refuse_or_probe`)."""
+        assert self.throttle is not None
+        verdict = self.throttle.admit("")
+        if verdict != ADMIT:
+            self.refuse_or_probe(verdict, request)
+        return verdict == PROBE
+
+    def refuse_or_probe(self, verdict: int, request: httpx.Request | None) -> None:
+        """A first attempt the throttle did not simply admit: a probe is
+        marked on its request; a refused one raises ThrottledError, never
+        sent (nor counted as sent, nor deposited in the budget)."""
+        if verdict == PROBE:
+            if request is not None:
+                request.extensions[THROTTLE_KEY] = "probe"
+            return
         self.counters.count_throttled(first=True)
         error = ThrottledError(
             "refused by the client's AdaptiveThrottle: the server accepted too "
@@ -236,28 +297,26 @@ class RetryCore:
         )
         raise error
 
-    def record_first(
-        self, request: httpx.Request | None, accepted: bool, probe: bool | None = None
-    ) -> None:
-        """Tell the throttle what the server did with a first attempt."""
+    def record_first(self, request: httpx.Request, accepted: bool) -> None:
+        """Tell the throttle what the server did with a call's first attempt
+        (if it was asked: an enclosing @retry decides instead).  The callers
+        skip it for a plain accept, which the throttle counted already."""
         throttle = self.throttle
-        if throttle is None:
+        assert throttle is not None
+        state = request.extensions.pop(THROTTLE_KEY, None)
+        if state == "off" or (accepted and state is None):
             return
-        if request is None:
-            throttle.record("", accepted, bool(probe))
-            return
-        if probe is None:
-            if ADMITTED_KEY not in request.extensions:
-                return  # not admitted here (an enclosing @retry decides)
-            probe = request.extensions.pop(ADMITTED_KEY)
-        throttle.record(throttle.key(request.url.host), accepted, bool(probe))
+        key = _host_of(request) if throttle.per_host else ""
+        throttle.record(key, accepted, state == "probe")
 
     def begin_call(
-        self, policy: RetryPolicy, host: str | None
+        self, policy: RetryPolicy, host: str | None, started: float | None = None
     ) -> tuple[RetryPolicy, float]:
         """Count a call and its first attempt; return ``policy`` as testing
-        mode allows it, and the call's start (a ``clock()`` reading)."""
-        started = self.clock()
+        mode allows it, and the call's start (a ``clock()`` reading, taken
+        here unless given)."""
+        if started is None:
+            started = self.clock()
         budget = self.budget
         # One lock for the call's count and its deposit (the counters share
         # the budget's lock); acquire/release costs half a with block.
@@ -354,7 +413,7 @@ class Call:
                             continue  # a failure mid-body is this attempt's outcome
                     self.finish(result)
                     return result
-                yield Discard(result)
+                yield Discard(result, self.request)
                 replaced = result
             else:
                 delay = self._after_error(error)
@@ -362,6 +421,18 @@ class Call:
                     self.finish(error)
                     raise error
             yield delay
+            deadline_at = self.deadline_at
+            if deadline_at is not None and self.core.clock() >= deadline_at:
+                # The wait, or reading the discarded body, took what was left:
+                # a retry sent now would be cut at once.  The deadline ends it.
+                self.retries.pop()
+                self.stopped_by = "deadline"
+                self.gave_up = True
+                if error is None:
+                    self.finish(replaced)
+                    return replaced
+                self.finish(error)
+                raise error
             self.next_attempt(replaced)
             result, error = yield ATTEMPT
             self._record(result, error)
@@ -458,7 +529,9 @@ class Call:
         throttle = self.core.throttle
         assert throttle is not None
         # A decorated call has no request: its attempts share one history.
-        return "" if self.request is None else throttle.key(self.request.url.host)
+        if self.request is None or not throttle.per_host:
+            return ""
+        return _host_of(self.request)
 
     def _admit(self) -> bool:
         """The throttle's answer for the retry about to be decided."""

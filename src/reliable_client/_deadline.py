@@ -34,7 +34,7 @@ class Remaining(dict[str, Any]):
     """Timeouts (seconds) cut to the time left before ``deadline`` (a
     ``clock()`` reading) each time one is read."""
 
-    __slots__ = ("clock", "deadline")
+    __slots__ = ("clock", "configured", "deadline")
 
     def __init__(
         self, timeouts: Mapping[str, Any], deadline: float, clock: Clock
@@ -42,6 +42,8 @@ class Remaining(dict[str, Any]):
         super().__init__(timeouts)
         for name in _PHASES:
             self.setdefault(name, None)
+        self.configured = dict(timeouts)
+        """The timeouts as configured, before the deadline cut them."""
         self.deadline = deadline
         self.clock = clock
 
@@ -62,13 +64,11 @@ class Remaining(dict[str, Any]):
 
 
 def bound_timeouts(request: httpx.Request, deadline: float, clock: Clock) -> None:
-    """Make ``request``'s timeouts end at ``deadline`` (a ``clock()`` reading);
-    an earlier deadline already in place is kept."""
+    """Make ``request``'s timeouts end at ``deadline`` (a ``clock()``
+    reading)."""
     timeouts = request.extensions.get("timeout") or {}
     if isinstance(timeouts, Remaining):
-        if timeouts.deadline <= deadline and timeouts.clock is clock:
-            return
-        timeouts = dict(timeouts.items())
+        timeouts = timeouts.configured
     request.extensions["timeout"] = Remaining(timeouts, deadline, clock)
 
 

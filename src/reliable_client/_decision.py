@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# Set on a request that reliable_client keyed: (key header, key, resource id).
+# Set on a request that reliable_client keyed: (key header, key, resource id,
+# id() of that request).
 KEYS_EXTENSION = "reliable_client.keys"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
@@ -182,6 +183,12 @@ def judge_error(
     ``request`` itself was answered: whatever the error, ``request`` reached
     the server.
     """
+    if isinstance(exc, httpx.HTTPStatusError):
+        # raise_for_status() in a response hook: the status decides, as it
+        # would without the hook.
+        return judge_response(
+            request, exc.response, policy, keyed=keyed, now=_unix_now()
+        )
     reached = reached_server(exc)
     if reached is None:
         return FINAL

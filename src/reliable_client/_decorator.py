@@ -142,7 +142,7 @@ def _decorate(
     def first_outcome(probe: bool, error: BaseException | None) -> None:
         if core.throttle is not None:
             accepted = error is None or accepted_error(error)
-            core.record_first(None, accepted, probe)
+            core.throttle.record("", accepted, probe)
 
     def steps(
         chosen: RetryPolicy, started: float, error: Exception

@@ -163,6 +163,7 @@ class Idempotency:
             self.header,
             key,
             rid if travels else None,
+            id(request),  # which request got them: a redirect hop shares this dict
         )
 
 

@@ -9,28 +9,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 
 from . import _testing_state
-from ._core import Call, Discard, Read, RetryCore, Step
+from ._core import THROTTLE_KEY, Call, Discard, Read, RetryCore, Step
 from ._deadline import DeadlineStream
 from ._outcome import RECORD_KEY, request_label
 from ._policy import RetryPolicy
-from ._throttle import accepted_error, accepted_status
+from ._throttle import OVERLOAD_STATUSES, accepted_error
 
 __all__ = [
     "DRAIN_LIMIT",
     "adiscard",
     "aread_body",
+    "aretry",
     "arun",
     "asend_call",
     "discard",
+    "finish_first",
+    "first_answer",
+    "first_error",
     "read_body",
+    "retry",
     "run",
     "send_call",
+    "within",
 ]
 
 BeforeRetry = Callable[[httpx.Request, httpx.Response], None]
@@ -39,49 +45,72 @@ DRAIN_LIMIT = 64 * 1024
 """Bytes of a discarded response's body read before it is closed, so that its
 connection goes back to the pool for the retry (a longer body, or one of
 unknown length, is closed unread: the connection is dropped)."""
+DRAIN_SECONDS = 0.1
+"""The most time spent reading such a body: a server that stalls in it loses
+its connection instead of holding the retry up."""
+
+_T = TypeVar("_T")
 
 
-def send_call(
+def first_answer(
+    core: RetryCore,
+    request: httpx.Request,
+    policy: RetryPolicy,
+    response: httpx.Response,
+) -> bool:
+    """A call's first attempt answered: whether ``response`` is the call's
+    answer (the common case, a set lookup) rather than one to retry."""
+    status = response.status_code
+    if core.throttle is not None and (
+        status in OVERLOAD_STATUSES or THROTTLE_KEY in request.extensions
+    ):
+        core.record_first(request, status not in OVERLOAD_STATUSES)
+    return policy.max_attempts == 1 or status not in policy._judged_statuses
+
+
+def first_error(
+    core: RetryCore, request: httpx.Request, policy: RetryPolicy, exc: Exception
+) -> bool:
+    """A call's first attempt raised ``exc``: whether the retry loop takes
+    it (else it is the caller's)."""
+    if core.throttle is not None:
+        core.record_first(request, accepted_error(exc))
+    return policy.max_attempts > 1
+
+
+def finish_first(
     core: RetryCore,
     request: httpx.Request,
     policy: RetryPolicy,
     started: float,
+    response: httpx.Response,
+    *,
+    bound: bool,
+) -> httpx.Response:
+    """The first attempt's answer, as the caller gets it.  ``bound``: its
+    body, read by the caller, ends at the deadline (a transport's answer)."""
+    if bound and policy.deadline is not None:
+        _bound(response, request, started + policy.deadline, core.clock)
+    response.extensions[RECORD_KEY] = core.first_try
+    return response
+
+
+def retry(
+    core: RetryCore,
+    request: httpx.Request,
+    policy: RetryPolicy,
+    started: float,
+    response: httpx.Response | None,
+    error: Exception | None,
     attempt: Callable[[], httpx.Response],
     sleep: Callable[[float], None],
     *,
     read: bool,
-    bound: bool = False,
+    bound: bool,
     before_retry: BeforeRetry | None = None,
 ) -> httpx.Response:
-    """One call: its first attempt and, if that failed, the retry loop.
-
-    ``read``: read the body inside the loop (a client's non-streamed
-    response).  ``bound``: make the body the caller reads end at the deadline
-    (what a transport returns).  A first attempt that answers is the common
-    case, and costs a set lookup.
-    """
-    retrying = policy.max_attempts > 1
-    throttle = core.throttle
-    response = None
-    try:
-        response = attempt()
-        if throttle is not None:
-            core.record_first(request, accepted_status(response.status_code))
-        if not retrying or response.status_code not in policy._judged_statuses:
-            deadline = None if policy.deadline is None else started + policy.deadline
-            if read:
-                read_body(response, request, deadline, core.clock)
-            elif bound:
-                _bound(response, request, deadline, core.clock)
-            response.extensions[RECORD_KEY] = core.first_try
-            return response
-        error = None
-    except Exception as exc:
-        if throttle is not None and response is None:
-            core.record_first(request, accepted_error(exc))
-        if not retrying:
-            raise
-        response, error = None, exc
+    """The retry loop of a call whose first attempt gave ``response`` or
+    raised ``error``; ``read``: read the body inside the loop."""
     call = Call(
         core,
         request,
@@ -98,41 +127,21 @@ def send_call(
     return result
 
 
-async def asend_call(
+async def aretry(
     core: RetryCore,
     request: httpx.Request,
     policy: RetryPolicy,
     started: float,
+    response: httpx.Response | None,
+    error: Exception | None,
     attempt: Callable[[], Awaitable[httpx.Response]],
     sleep: Callable[[float], Awaitable[None]],
     *,
     read: bool,
-    bound: bool = False,
+    bound: bool,
     before_retry: BeforeRetry | None = None,
 ) -> httpx.Response:
-    """:func:`send_call` with awaitable I/O."""
-    retrying = policy.max_attempts > 1
-    throttle = core.throttle
-    response = None
-    try:
-        response = await attempt()
-        if throttle is not None:
-            core.record_first(request, accepted_status(response.status_code))
-        if not retrying or response.status_code not in policy._judged_statuses:
-            deadline = None if policy.deadline is None else started + policy.deadline
-            if read:
-                await aread_body(response, request, deadline, core.clock)
-            elif bound:
-                _bound(response, request, deadline, core.clock)
-            response.extensions[RECORD_KEY] = core.first_try
-            return response
-        error = None
-    except Exception as exc:
-        if throttle is not None and response is None:
-            core.record_first(request, accepted_error(exc))
-        if not retrying:
-            raise
-        response, error = None, exc
+    """:func:`retry` with awaitable I/O."""
     call = Call(
         core,
         request,
@@ -147,6 +156,149 @@ async def asend_call(
     if bound:
         _bound(result, request, call.deadline_at, core.clock)
     return result
+
+
+def send_call(
+    core: RetryCore,
+    request: httpx.Request,
+    policy: RetryPolicy,
+    started: float,
+    attempt: Callable[[], httpx.Response],
+    sleep: Callable[[float], None],
+    *,
+    stream: bool = False,
+    before_retry: BeforeRetry | None = None,
+) -> httpx.Response:
+    """A client's call: the first attempt, its body read inside the loop
+    (rule 8) unless the caller ``stream``s it, and the retry loop if either
+    failed."""
+    read = not stream
+    try:
+        response = attempt()
+    except Exception as exc:
+        if not first_error(core, request, policy, exc):
+            raise
+        return retry(
+            core,
+            request,
+            policy,
+            started,
+            None,
+            exc,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
+    if not first_answer(core, request, policy, response):
+        return retry(
+            core,
+            request,
+            policy,
+            started,
+            response,
+            None,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
+    if stream:
+        return finish_first(core, request, policy, started, response, bound=False)
+    deadline = None if policy.deadline is None else started + policy.deadline
+    try:
+        read_body(response, request, deadline, core.clock)
+    except Exception as exc:
+        if policy.max_attempts == 1:
+            raise
+        return retry(
+            core,
+            request,
+            policy,
+            started,
+            None,
+            exc,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
+    return finish_first(core, request, policy, started, response, bound=False)
+
+
+async def asend_call(
+    core: RetryCore,
+    request: httpx.Request,
+    policy: RetryPolicy,
+    started: float,
+    attempt: Callable[[], Awaitable[httpx.Response]],
+    sleep: Callable[[float], Awaitable[None]],
+    *,
+    stream: bool = False,
+    before_retry: BeforeRetry | None = None,
+) -> httpx.Response:
+    """:func:`send_call` with awaitable I/O.  With a deadline, each attempt
+    (and each body read) is cancelled when it comes, whatever phase it is in."""
+    read = not stream
+    deadline = None if policy.deadline is None else started + policy.deadline
+    if deadline is not None:
+        attempt = within(attempt, request, deadline, core.clock)
+    try:
+        response = await attempt()
+    except Exception as exc:
+        if not first_error(core, request, policy, exc):
+            raise
+        return await aretry(
+            core,
+            request,
+            policy,
+            started,
+            None,
+            exc,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
+    if not first_answer(core, request, policy, response):
+        return await aretry(
+            core,
+            request,
+            policy,
+            started,
+            response,
+            None,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
+    if stream:
+        return finish_first(core, request, policy, started, response, bound=False)
+    try:
+        await aread_body(response, request, deadline, core.clock)
+    except Exception as exc:
+        if policy.max_attempts == 1:
+            raise
+        return await aretry(
+            core,
+            request,
+            policy,
+            started,
+            None,
+            exc,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
+    return finish_first(core, request, policy, started, response, bound=False)
 
 
 def run(
@@ -170,7 +322,7 @@ def run(
             except Exception as exc:
                 reply = exc
         elif isinstance(step, Discard):
-            discard(step.response)
+            discard(step.response, step.request)
         else:  # ATTEMPT
             try:
                 reply = (attempt(), None)
@@ -247,10 +399,35 @@ async def aread_body(
 ) -> None:
     _bound(response, request, deadline, clock)
     try:
-        await response.aread()
+        if deadline is None:
+            await response.aread()
+        else:
+            await within(response.aread, request, deadline, clock)()
     except BaseException:
         await response.aclose()
         raise
+
+
+def within(
+    work: Callable[[], Awaitable[_T]],
+    request: httpx.Request,
+    deadline: float,
+    clock: Callable[[], float],
+) -> Callable[[], Awaitable[_T]]:
+    """``work``, cancelled at ``deadline`` (a ``clock()`` reading) as a
+    ``ReadTimeout``: an async attempt ends in time in every phase, a
+    trickle of header bytes included."""
+
+    async def bounded() -> _T:
+        try:
+            with anyio.fail_after(max(deadline - clock(), 0.0)):
+                return await work()
+        except TimeoutError:
+            raise httpx.ReadTimeout(
+                "the retry deadline passed during the attempt", request=request
+            ) from None
+
+    return bounded
 
 
 def _drainable(response: httpx.Response) -> bool:
@@ -260,14 +437,18 @@ def _drainable(response: httpx.Response) -> bool:
     return length.isdigit() and int(length) <= DRAIN_LIMIT
 
 
-def discard(response: httpx.Response) -> None:
+def discard(response: httpx.Response, request: httpx.Request | None = None) -> None:
     """Close a response that a retry replaces, reading a small body of known
-    length first so that the retry can reuse its connection (rule 7)."""
+    length first (for at most DRAIN_SECONDS) so that the retry can reuse its
+    connection (rule 7)."""
     try:
         if _drainable(response):
+            if request is not None:
+                drained_by = time.monotonic() + DRAIN_SECONDS
+                _bound(response, request, drained_by, time.monotonic)
             response.read()
     except Exception:
-        pass  # a broken body: closing drops the connection, as it must
+        pass  # a broken or stalled body: closing drops the connection
     finally:
         response.close()
 
@@ -275,7 +456,8 @@ def discard(response: httpx.Response) -> None:
 async def adiscard(response: httpx.Response) -> None:
     try:
         if _drainable(response):
-            await response.aread()
+            with anyio.move_on_after(DRAIN_SECONDS):
+                await response.aread()
     except Exception:
         pass
     finally:

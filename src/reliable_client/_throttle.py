@@ -14,6 +14,13 @@ so while the server accepts at least ``1 / k`` of what is asked nothing is
 refused, and in an outage nearly everything is: callers fail in
 microseconds, and the server sees a trickle instead of a flood.
 
+The formula is also taken over the window's last fifth (its two latest
+slices), and the higher of the two applies.  Over the whole window alone, a
+healthy past shields an outage: 10 s of accepts at 200 a second let the next
+4,000 failures through before the first refusal, half a window of full
+traffic to a server that is down.  The short horizon sees the outage within
+a second or two, as the probes see the recovery.
+
 Two additions make the recovery quick.  At least ``min_per_second`` requests
 a host go through whatever the probability; those, and any request let
 through while the probability is at least one half (the server accepted at
@@ -108,46 +115,92 @@ class ThrottleStats:
     requests: int
     """Requests wanted in the window (those refused locally included)."""
     accepts: int
-    """Requests the server accepted in the window."""
+    """Requests the server accepted in the window (one still in flight
+    counts as accepted until it fails)."""
     probability: float
     """The refusal probability now, in ``[0, 1)``."""
 
 
 class _Host:
-    """One host's requests and accepts over the last ``SLOTS`` slices."""
+    """One host's requests and failures over the last ``SLOTS`` slices.
 
-    __slots__ = ("accepts", "last_admitted", "requests", "ring", "slot", "throttling")
+    Failures are counted, not accepts (``accepts = requests - failures``):
+    an answered request costs nothing after :meth:`AdaptiveThrottle.admit`,
+    and one still in flight counts as accepted until it fails.  The slice
+    under way is in ``now_requests``/``now_failures``, the one before in
+    ``last_requests``/``last_failures`` (the short horizon), older ones in
+    ``ring``; ``requests``/``failures`` are the window's totals.
+    """
+
+    __slots__ = (
+        "failures",
+        "last_admitted",
+        "last_failures",
+        "last_requests",
+        "now_failures",
+        "now_requests",
+        "requests",
+        "ring",
+        "slot",
+        "throttling",
+    )
 
     def __init__(self, slot: int) -> None:
-        self.ring = [[0, 0] for _ in range(SLOTS)]  # per slice: requests, accepts
-        self.requests = 0
-        self.accepts = 0
+        self.ring = [[0, 0] for _ in range(SLOTS)]  # per slice: requests, failures
+        self.requests = self.failures = 0
+        self.now_requests = self.now_failures = 0
+        self.last_requests = self.last_failures = 0
         self.slot = slot
         self.last_admitted = -math.inf
         self.throttling = False
 
     def advance(self, slot: int) -> None:
+        """Move to slice ``slot``: the oldest slices leave the window."""
+        ring = self.ring
+        entry = ring[self.slot % SLOTS]
+        entry[0], entry[1] = self.now_requests, self.now_failures
         if slot - self.slot >= SLOTS:
-            for entry in self.ring:
+            for entry in ring:
                 entry[0] = entry[1] = 0
-            self.requests = self.accepts = 0
+            self.requests = self.failures = 0
         else:
             while self.slot < slot:
                 self.slot += 1
-                entry = self.ring[self.slot % SLOTS]
+                entry = ring[self.slot % SLOTS]
                 self.requests -= entry[0]
-                self.accepts -= entry[1]
+                self.failures -= entry[1]
                 entry[0] = entry[1] = 0
+        before = ring[(slot - 1) % SLOTS]
+        self.last_requests, self.last_failures = before[0], before[1]
+        self.now_requests = self.now_failures = 0
         self.slot = slot
 
     def probability(self, k: float) -> float:
-        excess = self.requests - k * self.accepts
-        return 0.0 if excess <= 0 else excess / (self.requests + 1)
+        """The SRE formula over the window, or over its last fifth (this
+        slice and the one before), whichever is higher."""
+        return max(
+            _formula(self.requests, self.failures, k),
+            _formula(
+                self.now_requests + self.last_requests,
+                self.now_failures + self.last_failures,
+                k,
+            ),
+        )
 
     def forget_failures(self) -> None:
         for entry in self.ring:
-            entry[0] = entry[1]
-        self.requests = self.accepts
+            entry[0] -= entry[1]
+            entry[1] = 0
+        self.requests -= self.failures
+        self.now_requests -= self.now_failures
+        self.last_requests -= self.last_failures
+        self.failures = self.now_failures = self.last_failures = 0
+
+
+def _formula(requests: int, failures: int, k: float) -> float:
+    """max(0, (requests - k x accepts) / (requests + 1))"""
+    excess = requests - k * (requests - failures)
+    return 0.0 if excess <= 0 else excess / (requests + 1)
 
 
 class AdaptiveThrottle:
@@ -169,7 +222,9 @@ class AdaptiveThrottle:
             ``random.random``); ``random.Random(seed).random`` to repeat them.
 
     Refuses a request with probability ``max(0, (requests - k x accepts) /
-    (requests + 1))`` over the last ``window`` seconds, where ``requests``
+    (requests + 1))`` over the last ``window`` seconds (or over its last
+    fifth, when that is higher: an outage is seen within a second or two
+    however healthy the window was before it), where ``requests``
     counts every request wanted (retries and refused ones included) and
     ``accepts`` every answer that is not an overload signal (429, 502, 503,
     504, a timeout, a connection error).  A refused request raises
@@ -197,7 +252,7 @@ class AdaptiveThrottle:
             raise TypeError(f"{_OWNER}.random must be callable")
         self._clock = clock or time.monotonic
         self._random = random
-        self._slice = self.window / SLOTS
+        self._per_slice = SLOTS / self.window
         self._probe_every = (
             1.0 / self.min_per_second if self.min_per_second > 0 else math.inf
         )
@@ -216,8 +271,9 @@ class AdaptiveThrottle:
         """The history a request to ``host`` counts in."""
         return host if self.per_host else ""
 
-    def _host(self, key: str, slot: int, now: float) -> _Host:
-        # The caller holds the lock.
+    def _host(self, key: str, slot: int) -> _Host:
+        """The history ``key`` at slice ``slot``: made, or moved on.  Runs
+        once a slice per host (the caller holds the lock)."""
         hosts = self._hosts
         while hosts:  # forget hosts whose every count has expired (LRU first)
             oldest_key, oldest = next(iter(hosts.items()))
@@ -235,75 +291,107 @@ class AdaptiveThrottle:
             host.advance(slot)
         return host
 
-    def admit(self, key: str) -> int:
+    def admit(self, key: str, now: float | None = None) -> int:
         """Count a request to the history ``key`` and say whether to send it:
-        :data:`ADMIT`, :data:`PROBE` (let through by ``min_per_second``
-        although the probability refused it) or :data:`REFUSE`."""
+        :data:`ADMIT`, :data:`PROBE` (let through to learn whether the server
+        is back) or :data:`REFUSE`.  Report what the server did with an
+        admitted one to :meth:`record`.  ``now``: a reading of this
+        throttle's clock just taken by the caller (default: read it)."""
         mode = _testing_state._current
         if mode is not None and mode.throttle is not None:
             return REFUSE if mode.throttle else ADMIT
-        now = self._clock()
-        slot = math.floor(now / self._slice)
-        started = stopped = False
+        if now is None:
+            now = self._clock()
+        slot = int(now * self._per_slice)
+        change: str | None
         lock = self._lock
         lock.acquire()
         try:
-            host = self._host(key, slot, now)
-            excess = host.requests - self.k * host.accepts
-            probability = 0.0 if excess <= 0 else excess / (host.requests + 1)
-            host.requests += 1
-            host.ring[slot % SLOTS][0] += 1
-            if probability == 0.0 or self._random() >= probability:
-                # Let through while most are refused, it tells whether the
-                # server is back: a probe too.
-                verdict = PROBE if probability >= _PROBING else ADMIT
-                if probability == 0.0 and host.throttling:
-                    host.throttling = False
-                    stopped = True
-            elif now - host.last_admitted >= self._probe_every:
-                verdict = PROBE
-            else:
-                verdict = REFUSE
-                self.refused += 1
+            host = self._hosts.get(key)
+            if host is None or host.slot != slot:
+                host = self._host(key, slot)
+            if not host.failures:
+                # Nothing failed in the window: the common case, no formula.
+                host.requests += 1
+                host.now_requests += 1
                 if not host.throttling:
-                    host.throttling = started = True
-            if verdict != REFUSE:
-                host.last_admitted = now
+                    return ADMIT
+                host.throttling = False
+                verdict, probability, change = ADMIT, 0.0, "stopped"
+            else:
+                # The formula counts the requests before this one.
+                probability = host.probability(self.k)
+                host.requests += 1
+                host.now_requests += 1
+                verdict, change = self._verdict(host, probability, now)
         finally:
             lock.release()
-        if started:
+        if change == "started":
             logger.warning(
                 "throttling requests to %s: the server accepted too few of the "
                 "last ones (refusal probability %.2f)",
                 key or "every host",
                 probability,
             )
-        elif stopped:
+        elif change == "stopped":
             _log_stop(key)
         return verdict
 
+    def _verdict(
+        self, host: _Host, probability: float, now: float
+    ) -> tuple[int, str | None]:
+        # The caller holds the lock.
+        if probability == 0.0:
+            verdict = ADMIT
+            change = "stopped" if host.throttling else None
+            host.throttling = False
+            host.last_admitted = now
+            return verdict, change
+        if self._random() >= probability:
+            # Let through while most are refused, it tells whether the server
+            # is back: a probe too.
+            verdict = PROBE if probability >= _PROBING else ADMIT
+        elif host.last_admitted + self._probe_every <= now:
+            # min_per_second: none went for a while (never, at first).
+            verdict = PROBE
+        else:
+            self.refused += 1
+            host.failures += 1  # refused: not accepted, and no answer comes
+            host.now_failures += 1
+            if host.throttling:
+                return REFUSE, None
+            host.throttling = True
+            return REFUSE, "started"
+        host.last_admitted = now
+        return verdict, None
+
     def record(self, key: str, accepted: bool, probe: bool = False) -> None:
         """Count what the server did with a request :meth:`admit` let through
-        (``probe``: it was let through as a probe)."""
-        if not accepted:
-            return  # the request is counted already, and no accept comes
-        now = self._clock()
-        slot = math.floor(now / self._slice)
+        (``probe``: it went as a probe).  An accept that was not a probe
+        costs nothing: it was counted as accepted already."""
+        if accepted and not probe:
+            return
         lock = self._lock
         lock.acquire()
         try:
-            host = self._host(key, slot, now)
-            host.accepts += 1
-            host.ring[slot % SLOTS][1] += 1
-            if probe and host.requests > self.k * host.accepts:
-                # The server answers again: what came before is history.
+            host = self._hosts.get(key)
+            if host is None:
+                return  # forgotten meanwhile
+            if not accepted:
+                # In the host's latest slice (the clock is not read again).
+                if host.failures < host.requests:
+                    host.failures += 1
+                    host.now_failures += 1
+            elif host.failures > (1.0 - 1.0 / self.k) * host.requests:
+                # An accepted probe, the server answers again: what came
+                # before is history.
                 host.forget_failures()
         finally:
             lock.release()
 
     def probability(self, host: str = "") -> float:
         """The refusal probability for a request to ``host`` now."""
-        slot = math.floor(self._clock() / self._slice)
+        slot = int(self._clock() * self._per_slice)
         with self._lock:
             found = self._hosts.get(self.key(host))
             if found is None:
@@ -316,14 +404,16 @@ class AdaptiveThrottle:
     def stats(self) -> dict[str, ThrottleStats]:
         """Each host's requests, accepts and refusal probability over the
         window (the key ``""`` with ``per_host=False``)."""
-        slot = math.floor(self._clock() / self._slice)
+        slot = int(self._clock() * self._per_slice)
         with self._lock:
             result = {}
             for key, host in self._hosts.items():
                 if slot > host.slot:
                     host.advance(slot)
                 result[key] = ThrottleStats(
-                    host.requests, host.accepts, host.probability(self.k)
+                    host.requests,
+                    host.requests - host.failures,
+                    host.probability(self.k),
                 )
             return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 import httpx
@@ -11,7 +12,7 @@ import httpx
 from ._budget import RetryBudget
 from ._core import OUTER_KEY, RetryCore
 from ._idempotency import Idempotency
-from ._loop import asend_call, send_call
+from ._loop import aretry, finish_first, first_answer, first_error, retry, within
 from ._outcome import ClientStats, OnRetry
 from ._policy import RetryPolicy
 from ._throttle import AdaptiveThrottle
@@ -114,12 +115,27 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
         transport = self._transport
         try:
             policy, started = core.prepare(request)
-            return send_call(
+            response: httpx.Response | None = None
+            error: Exception | None = None
+            try:
+                response = transport.handle_request(request)
+            except Exception as exc:
+                if not first_error(core, request, policy, exc):
+                    raise
+                error = exc
+            else:
+                if first_answer(core, request, policy, response):
+                    return finish_first(
+                        core, request, policy, started, response, bound=True
+                    )
+            return retry(
                 core,
                 request,
                 policy,
                 started,
-                lambda: transport.handle_request(request),
+                response,
+                error,
+                partial(transport.handle_request, request),
                 self._sleep,
                 read=False,
                 bound=True,
@@ -181,12 +197,34 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         transport = self._transport
         try:
             policy, started = core.prepare(request)
-            return await asend_call(
+            attempt: Callable[[], Awaitable[httpx.Response]] = partial(
+                transport.handle_async_request, request
+            )
+            if policy.deadline is not None:
+                attempt = within(
+                    attempt, request, started + policy.deadline, core.clock
+                )
+            response: httpx.Response | None = None
+            error: Exception | None = None
+            try:
+                response = await attempt()
+            except Exception as exc:
+                if not first_error(core, request, policy, exc):
+                    raise
+                error = exc
+            else:
+                if first_answer(core, request, policy, response):
+                    return finish_first(
+                        core, request, policy, started, response, bound=True
+                    )
+            return await aretry(
                 core,
                 request,
                 policy,
                 started,
-                lambda: transport.handle_async_request(request),
+                response,
+                error,
+                attempt,
                 self._sleep,
                 read=False,
                 bound=True,

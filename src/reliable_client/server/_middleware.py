@@ -96,12 +96,13 @@ class IdempotencyMiddleware:
         max_key_length: longest key accepted, in characters; default 255.
         max_body: largest request body buffered, in bytes; default 1 MiB.
             Larger keyed requests get 413.
-        max_response_body: the longest streamed response body kept for
-            replay, in bytes; default 1 MiB.  Responses are held until their
-            last body message and stored whole, except streamed ones
-            (``text/event-stream``, or no Content-Length and several body
-            messages): those are forwarded as they come, and one longer than
-            this is not stored (its claim is released, and logged).
+        max_response_body: the longest response body kept for replay, in
+            bytes; default 1 MiB.  Responses are held until their last body
+            message and stored whole, except streamed ones
+            (``text/event-stream``, no Content-Length and several body
+            messages, or longer than this): those are forwarded as they come,
+            and one longer than this is not stored (its claim is released,
+            and logged).
     """
 
     def __init__(
@@ -248,7 +249,7 @@ class IdempotencyMiddleware:
 
         answer = _Answer(self, record, token, send)
         try:
-            await self.app(scope, replay_body, answer.send)
+            await self.app(_plain_scope(scope), replay_body, answer.send)
         except Exception:
             if answer.finished:
                 # A background task (or any code after the response) failed:
@@ -326,22 +327,26 @@ class _Answer:
     body message, then stored (or released) and forwarded at once, so that
     nothing the app does afterwards (background tasks) delays or changes it.
 
-    A streamed response (``text/event-stream``, or one without a
-    Content-Length sent in several messages) is forwarded as it comes; a copy
-    of up to ``max_response_body`` bytes is stored when it ends.  One longer
-    than that cannot be replayed: it is not stored, and its claim is released.
+    A response that streams (``text/event-stream``; no Content-Length and
+    several body messages; or longer than ``max_response_body``) is
+    forwarded as it comes instead, and a copy is kept while it stays within
+    ``max_response_body``: stored when it ends.  A longer one cannot be
+    replayed: it is not stored, and its claim is released.
     """
 
     def __init__(
         self, middleware: IdempotencyMiddleware, record: str, token: str, send: Send
     ) -> None:
         self._middleware = middleware
+        self._limit = middleware.max_response_body
         self._record = record
         self._token = token
         self._send = send
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
+        self._held: list[bytes] = []  # not forwarded yet
+        self._kept: list[bytes] | None = []  # the copy to store; None: too long
+        self._later: list[Message] = []  # other messages, after the body
         self.size = 0
         self.streaming = False
         self.finished = False
@@ -364,32 +369,41 @@ class _Answer:
             self.status = int(message["status"])
             self.headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
             names = {name.lower(): value for name, value in self.headers}
-            self._length_known = b"content-length" in names
+            length = names.get(b"content-length", b"").strip()
+            self._length_known = bool(length)
             media = names.get(b"content-type", b"").split(b";")[0].strip().lower()
-            if media == b"text/event-stream":
+            too_long = length.isdigit() and int(length) > self._limit
+            if media == b"text/event-stream" or too_long:
                 await self._start_streaming()
         elif kind == "http.response.body":
-            chunk = bytes(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-            if not self.streaming and more and not self._length_known:
-                await self._start_streaming()
-            self._keep(chunk)
-            if more:
-                if self.streaming and chunk:
-                    await self._send(
-                        {"type": "http.response.body", "body": chunk, "more_body": True}
-                    )
-                return
-            await self._finish(chunk)
+            await self._body(
+                bytes(message.get("body", b"")), bool(message.get("more_body", False))
+            )
+        elif self.streaming:
+            await self._send(message)
         else:
-            await self._send(message)  # e.g. http.response.trailers
+            self._later.append(message)  # once the held answer has gone
 
-    def _keep(self, chunk: bytes) -> None:
+    async def _body(self, chunk: bytes, more: bool) -> None:
         self.size += len(chunk)
-        if self.streaming and self.size > self._middleware.max_response_body:
-            self.body = []  # too long to replay: not kept
+        if self._kept is not None:
+            if self.size <= self._limit:
+                self._kept.append(chunk)
+            else:
+                self._kept = None  # too long to replay: not kept
+        if not self.streaming and (
+            (more and not self._length_known) or self._kept is None
+        ):
+            await self._start_streaming()
+        if not more:
+            await self._finish(chunk)
+        elif self.streaming:
+            if chunk:
+                await self._send(
+                    {"type": "http.response.body", "body": chunk, "more_body": True}
+                )
         else:
-            self.body.append(chunk)
+            self._held.append(chunk)
 
     async def _start_streaming(self) -> None:
         self.streaming = True
@@ -400,6 +414,11 @@ class _Answer:
                 "headers": self.headers,
             }
         )
+        held, self._held = self._held, []
+        for chunk in held:
+            await self._send(
+                {"type": "http.response.body", "body": chunk, "more_body": True}
+            )
 
     async def _finish(self, last: bytes) -> None:
         """The last body message: settle the record, then answer."""
@@ -409,13 +428,13 @@ class _Answer:
         middleware = self._middleware
         if _not_done(self.status):
             await self.release()
-        elif self.streaming and self.size > middleware.max_response_body:
+        elif self._kept is None:
             logger.warning(
-                "a streamed response of %d bytes to a keyed request is longer "
-                "than max_response_body (%d): not stored, and a retry with "
-                "this key runs the handler again",
+                "a response of %d bytes to a keyed request is longer than "
+                "max_response_body (%d): passed through, not stored, and a "
+                "retry with this key runs the handler again",
                 self.size,
-                middleware.max_response_body,
+                self._limit,
             )
             await self.release()
         else:
@@ -429,23 +448,45 @@ class _Answer:
                         for name, value in self.headers
                         if name.decode("latin-1").lower() in middleware.replay_headers
                     ),
-                    b"".join(self.body),
+                    b"".join(self._kept),
                 ),
             )
         if self.streaming:
             await self._send({"type": "http.response.body", "body": last})
-            return
-        await self._send(
-            {
-                "type": "http.response.start",
-                "status": self.status,
-                "headers": self.headers,
-            }
-        )
-        await self._send({"type": "http.response.body", "body": b"".join(self.body)})
+        else:
+            await self._send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status,
+                    "headers": self.headers,
+                }
+            )
+            await self._send(
+                {"type": "http.response.body", "body": b"".join([*self._held, last])}
+            )
+        for message in self._later:
+            await self._send(message)
 
     async def release(self) -> None:
         await self._middleware._release(self._record, self._token)
+
+
+# ASGI extensions an app may use only when the server offers them; a response
+# held for storing needs plain body messages (pathsend and zerocopysend send a
+# file the middleware cannot keep; trailers would follow a held body).
+_HIDDEN_EXTENSIONS = (
+    "http.response.pathsend",
+    "http.response.zerocopysend",
+    "http.response.trailers",
+)
+
+
+def _plain_scope(scope: Scope) -> Scope:
+    extensions = scope.get("extensions")
+    if not extensions or not any(name in extensions for name in _HIDDEN_EXTENSIONS):
+        return scope
+    kept = {k: v for k, v in extensions.items() if k not in _HIDDEN_EXTENSIONS}
+    return {**scope, "extensions": kept}
 
 
 def _not_done(status: int) -> bool:
