@@ -328,7 +328,7 @@ async def test_a_throttled_client_refuses_locally(kind: str) -> None:
     assert isinstance(error, httpx.TransportError)
     assert error.request.url == "http://api.test/x"
     assert rc.outcome(error).stopped_by == "throttle"
-    assert rc.outcome(error).attempts == 1
+    assert rc.outcome(error).attempts == 0  # not one request was sent
     assert stats.throttled >= 1
     assert stats.attempts == stats.calls - 1 + stats.retries  # refused: not sent
 

@@ -23,6 +23,7 @@ from httpx._types import (
     TimeoutTypes,
 )
 
+from . import _observe
 from ._budget import RetryBudget
 from ._cookies import refresh_cookie_header
 from ._core import OUTER_KEY, RETRY_KEY, RetryCore, resolve_policy
@@ -283,6 +284,23 @@ class Client(_RetryClientMixin, httpx.Client):
         event hooks, cookies); a non-streamed body is read inside the retry
         loop, so that a failure mid-body is retried too (rule 8).
         """
+        observer = _observe.observer
+        if observer is not None:
+            return observer.call(
+                request,
+                self._retry_core.budget,
+                lambda: self._call(request, stream, auth, follow_redirects, retry),
+            )
+        return self._call(request, stream, auth, follow_redirects, retry)
+
+    def _call(
+        self,
+        request: Request,
+        stream: bool,
+        auth: AuthTypes | UseClientDefault | None,
+        follow_redirects: bool | UseClientDefault,
+        retry: RetryPolicy | Literal[False] | None,
+    ) -> Response:
         core = self._retry_core
         send = super().send
 
@@ -656,6 +674,23 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         event hooks, cookies); a non-streamed body is read inside the retry
         loop, so that a failure mid-body is retried too (rule 8).
         """
+        observer = _observe.observer
+        if observer is not None:
+            return await observer.acall(
+                request,
+                self._retry_core.budget,
+                lambda: self._call(request, stream, auth, follow_redirects, retry),
+            )
+        return await self._call(request, stream, auth, follow_redirects, retry)
+
+    async def _call(
+        self,
+        request: Request,
+        stream: bool,
+        auth: AuthTypes | UseClientDefault | None,
+        follow_redirects: bool | UseClientDefault,
+        retry: RetryPolicy | Literal[False] | None,
+    ) -> Response:
         core = self._retry_core
         send = super().send
 

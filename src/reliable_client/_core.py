@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import httpx
 import tenacity
 
-from . import _testing_state
+from . import _observe, _testing_state
 from ._budget import RetryBudget
 from ._context import outer_layer
 from ._deadline import Remaining, bound_timeouts
@@ -293,7 +293,9 @@ class RetryCore:
             request=request,
         )
         attach(
-            error, Record(1, (), "throttle", self.key_header, self.resource_id_header)
+            # Not one request was sent.
+            error,
+            Record(0, (), "throttle", self.key_header, self.resource_id_header),
         )
         raise error
 
@@ -338,6 +340,7 @@ class Call:
     """The retry state of one call, made after its first attempt failed."""
 
     __slots__ = (
+        "aio",
         "before_retry",
         "core",
         "gave_up",
@@ -363,8 +366,11 @@ class Call:
         label: str = "",
         judge: Callable[[BaseException], Verdict] | None = None,
         before_retry: Callable[[httpx.Request, httpx.Response], None] | None = None,
+        aio: bool = False,
     ) -> None:
         self.core = core
+        self.aio = aio
+        """Whether the call's I/O is async (for telemetry's httpcore hook)."""
         self.before_retry = before_retry
         """Called with the request and the response a retry replaces, before
         the retry is sent (a client brings the cookie jar up to date)."""
@@ -511,6 +517,9 @@ class Call:
                 exception=exception,
             )
             log_retry(event)
+            observer = _observe.observer
+            if observer is not None:
+                observer.retry(event)
             if core.on_retry is not None:
                 try:
                     core.on_retry(event)
@@ -567,6 +576,9 @@ class Call:
         request = self.request
         if request is not None:
             request.extensions[ATTEMPT_KEY] = state.attempt_number
+            observer = _observe.observer
+            if observer is not None:
+                observer.resend(request, state.attempt_number, self.aio)
             if replaced is not None and self.before_retry is not None:
                 self.before_retry(request, replaced)
 
@@ -591,6 +603,7 @@ class Call:
                 self.stopped_by,
                 core.key_header,
                 core.resource_id_header,
+                self.gave_up,
             ),
         )
 

@@ -149,6 +149,7 @@ async def aretry(
         started,
         label=request_label(request),
         before_retry=before_retry,
+        aio=True,
     )
     result: httpx.Response = await arun(
         call.steps(response, error, read_body=read), attempt, sleep

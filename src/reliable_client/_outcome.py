@@ -63,6 +63,7 @@ class Record:
 
     __slots__ = (
         "attempts",
+        "gave_up",
         "key_header",
         "resource_id_header",
         "retries",
@@ -76,12 +77,15 @@ class Record:
         stopped_by: str | None,
         key_header: str,
         resource_id_header: str | None,
+        gave_up: bool = False,
     ) -> None:
         self.attempts = attempts
         self.retries = retries
         self.stopped_by = stopped_by
         self.key_header = key_header
         self.resource_id_header = resource_id_header
+        self.gave_up = gave_up
+        """The call ended on a failure a retry might have cured."""
 
 
 DEFAULT_RESOURCE_ID_HEADER = "X-Client-Resource-Id"
@@ -99,6 +103,14 @@ def attach(target: httpx.Response | BaseException, record: Record) -> None:
             f"{', '.join(record.retries)}"
             + (f"; stopped by {record.stopped_by}" if record.stopped_by else "")
         )
+
+
+def record_of(result: object) -> Record | None:
+    """The record a call attached to its response or error, if any."""
+    if isinstance(result, httpx.Response):
+        found: Record | None = result.extensions.get(RECORD_KEY)
+        return found
+    return getattr(result, _RECORD_ATTR, None)
 
 
 def outcome(result: httpx.Response | BaseException) -> Outcome:
@@ -289,6 +301,27 @@ class Counters:
             )
 
 
+def log_fields(event: RetryEvent) -> dict[str, object]:
+    """The record's structured fields (``extra=``), for JSON and structlog
+    users: method, host, path (never the query), attempt, reason, sleep
+    (seconds, or None when stopped) and stopped_by; a decorated call has
+    ``function`` instead of method, host and path."""
+    fields: dict[str, object] = {
+        "attempt": event.attempt,
+        "reason": event.reason,
+        "sleep": event.sleep,
+        "stopped_by": event.stopped_by,
+    }
+    request = event.request
+    if request is None:
+        fields["function"] = event.label
+    else:
+        fields["method"] = request.method
+        fields["host"] = request.url.host
+        fields["path"] = request.url.path
+    return fields
+
+
 def log_retry(event: RetryEvent) -> None:
     if event.stopped_by is None:
         if logger.isEnabledFor(logging.INFO):
@@ -298,6 +331,7 @@ def log_retry(event: RetryEvent) -> None:
                 event.reason,
                 event.attempt,
                 event.sleep or 0.0,
+                extra=log_fields(event),
             )
     elif logger.isEnabledFor(logging.WARNING):
         logger.warning(
@@ -306,4 +340,5 @@ def log_retry(event: RetryEvent) -> None:
             event.reason,
             event.attempt,
             event.stopped_by,
+            extra=log_fields(event),
         )

@@ -9,6 +9,7 @@ from functools import partial
 import anyio
 import httpx
 
+from . import _observe
 from ._budget import RetryBudget
 from ._core import OUTER_KEY, RetryCore
 from ._idempotency import Idempotency
@@ -111,6 +112,14 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
             # A reliable client (or transport) above owns this request's
             # retries and keys: one attempt, as it asked.
             return self._transport.handle_request(request)
+        observer = _observe.observer
+        if observer is not None:
+            return observer.call(
+                request, self._core.budget, lambda: self._call(request)
+            )
+        return self._call(request)
+
+    def _call(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         transport = self._transport
         try:
@@ -193,6 +202,14 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if OUTER_KEY in request.extensions:
             return await self._transport.handle_async_request(request)
+        observer = _observe.observer
+        if observer is not None:
+            return await observer.acall(
+                request, self._core.budget, lambda: self._call(request)
+            )
+        return await self._call(request)
+
+    async def _call(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         transport = self._transport
         try:
