@@ -285,22 +285,20 @@ class Client(_RetryClientMixin, httpx.Client):
         loop, so that a failure mid-body is retried too (rule 8).
         """
         observer = _observe.observer
-        if observer is not None:
-            return observer.call(
+        if observer is not None and _observe.KEY not in request.extensions:
+            # Telemetry runs the call (this method again, marked) in its span.
+            return _observe.observed(
+                observer.call,
                 request,
                 self._retry_core.budget,
-                lambda: self._call(request, stream, auth, follow_redirects, retry),
+                lambda: self.send(
+                    request,
+                    stream=stream,
+                    auth=auth,
+                    follow_redirects=follow_redirects,
+                    retry=retry,
+                ),
             )
-        return self._call(request, stream, auth, follow_redirects, retry)
-
-    def _call(
-        self,
-        request: Request,
-        stream: bool,
-        auth: AuthTypes | UseClientDefault | None,
-        follow_redirects: bool | UseClientDefault,
-        retry: RetryPolicy | Literal[False] | None,
-    ) -> Response:
         core = self._retry_core
         send = super().send
 
@@ -675,22 +673,19 @@ class AsyncClient(_RetryClientMixin, httpx.AsyncClient):
         loop, so that a failure mid-body is retried too (rule 8).
         """
         observer = _observe.observer
-        if observer is not None:
-            return await observer.acall(
+        if observer is not None and _observe.KEY not in request.extensions:
+            return await _observe.aobserved(
+                observer.acall,
                 request,
                 self._retry_core.budget,
-                lambda: self._call(request, stream, auth, follow_redirects, retry),
+                lambda: self.send(
+                    request,
+                    stream=stream,
+                    auth=auth,
+                    follow_redirects=follow_redirects,
+                    retry=retry,
+                ),
             )
-        return await self._call(request, stream, auth, follow_redirects, retry)
-
-    async def _call(
-        self,
-        request: Request,
-        stream: bool,
-        auth: AuthTypes | UseClientDefault | None,
-        follow_redirects: bool | UseClientDefault,
-        retry: RetryPolicy | Literal[False] | None,
-    ) -> Response:
         core = self._retry_core
         send = super().send
 

@@ -14,7 +14,7 @@ from ._budget import RetryBudget
 from ._core import OUTER_KEY, RetryCore
 from ._idempotency import Idempotency
 from ._loop import aretry, finish_first, first_answer, first_error, retry, within
-from ._outcome import ClientStats, OnRetry
+from ._outcome import RECORD_KEY, ClientStats, OnRetry
 from ._policy import RetryPolicy
 from ._throttle import AdaptiveThrottle
 
@@ -113,13 +113,13 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
             # retries and keys: one attempt, as it asked.
             return self._transport.handle_request(request)
         observer = _observe.observer
-        if observer is not None:
-            return observer.call(
-                request, self._core.budget, lambda: self._call(request)
+        if observer is not None and _observe.KEY not in request.extensions:
+            return _observe.observed(
+                observer.call,
+                request,
+                self._core.budget,
+                lambda: self.handle_request(request),
             )
-        return self._call(request)
-
-    def _call(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         transport = self._transport
         try:
@@ -203,17 +203,54 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
         if OUTER_KEY in request.extensions:
             return await self._transport.handle_async_request(request)
         observer = _observe.observer
-        if observer is not None:
-            return await observer.acall(
-                request, self._core.budget, lambda: self._call(request)
+        if observer is not None and _observe.KEY not in request.extensions:
+            return await _observe.aobserved(
+                observer.acall,
+                request,
+                self._core.budget,
+                lambda: self.handle_async_request(request),
             )
-        return await self._call(request)
-
-    async def _call(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         transport = self._transport
         try:
             policy, started = core.prepare(request)
+            if policy.deadline is None and core.throttle is None:
+                # The common case, inline: no deadline, no throttle.
+                try:
+                    first = await transport.handle_async_request(request)
+                except Exception as exc:
+                    if policy.max_attempts == 1:
+                        raise
+                    return await aretry(
+                        core,
+                        request,
+                        policy,
+                        started,
+                        None,
+                        exc,
+                        partial(transport.handle_async_request, request),
+                        self._sleep,
+                        read=False,
+                        bound=True,
+                    )
+                if (
+                    policy.max_attempts == 1
+                    or first.status_code not in policy._judged_statuses
+                ):
+                    first.extensions[RECORD_KEY] = core.first_try
+                    return first
+                return await aretry(
+                    core,
+                    request,
+                    policy,
+                    started,
+                    first,
+                    None,
+                    partial(transport.handle_async_request, request),
+                    self._sleep,
+                    read=False,
+                    bound=True,
+                )
             attempt: Callable[[], Awaitable[httpx.Response]] = partial(
                 transport.handle_async_request, request
             )
