@@ -1,0 +1,432 @@
+"""The PostgreSQL store: one outbox shared by relays on many hosts.
+
+Claims take rows with ``FOR UPDATE SKIP LOCKED`` (relays never wait for each
+other, nor hold one entry together); every time (``created_at``, due times,
+leases) is the database's clock, so the hosts' clocks do not matter.
+Enqueues of one group take a transaction-scoped advisory lock on the group,
+so that entries of a group are numbered in the order their transactions
+commit and none can become visible behind a later one.  Enqueues commit with
+``synchronous_commit`` on (off with ``durable=False``); the relays' writes
+with it off: a write lost to a crash of the database server only means one
+more delivery with the same key.
+
+Needs psycopg 3: ``pip install 'reliable-client[postgres]'``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._model import Claimed, NewEntry, OutboxEntry, OutboxError, Result, State
+from ._store import (
+    CLAIM_COLUMNS,
+    ENTRY_COLUMNS,
+    META,
+    SCHEMA_VERSION,
+    TABLE,
+    OutboxStore,
+    fresh_entry,
+    pairs_to_json,
+    redact,
+    row_to_claimed,
+    row_to_entry,
+    schema_error,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = ["PostgresStore"]
+
+_LOCK_CLASS = 0x52434F42  # "RCOB": advisory locks of this module
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {META} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        resource_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        url TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body BYTEA,
+        fingerprint TEXT NOT NULL,
+        grp TEXT,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        token BIGINT NOT NULL DEFAULT 0,
+        due_at TIMESTAMPTZ NOT NULL,
+        lease_until TIMESTAMPTZ,
+        holder TEXT,
+        last_error TEXT,
+        status INTEGER,
+        response_headers TEXT,
+        response_body BYTEA,
+        already_existed BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at TIMESTAMPTZ NOT NULL,
+        horizon_from TIMESTAMPTZ NOT NULL,
+        delivered_at TIMESTAMPTZ,
+        finished_at TIMESTAMPTZ
+    )""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (due_at, seq)"
+    " WHERE state = 'pending'",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_group ON {TABLE} (grp, seq)"
+    " WHERE state = 'pending'",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_finished ON {TABLE} (state, finished_at)"
+    " WHERE state <> 'pending'",
+)
+
+
+def _epoch(column: str) -> str:
+    return f"extract(epoch FROM {column})::float8"
+
+
+_ENTRY = ENTRY_COLUMNS.format(
+    created_at=_epoch("created_at"),
+    delivered_at=_epoch("delivered_at"),
+    due_at=_epoch("due_at"),
+)
+_CLAIM = CLAIM_COLUMNS.format(
+    created_at=_epoch("created_at"), horizon_from=_epoch("horizon_from")
+)
+_NOW = "statement_timestamp()"
+_SECONDS = "* interval '1 second'"
+_INSERT = (
+    f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+    " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
+    f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW})"
+    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
+)
+_BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise ImportError(
+            "a postgresql:// outbox needs psycopg 3: "
+            "pip install 'reliable-client[postgres]'"
+        ) from None
+    return psycopg
+
+
+class PostgresStore(OutboxStore):
+    """Entries in a PostgreSQL table (created when absent).
+
+    Args:
+        dsn: a ``postgresql://`` URL (libpq's connection string).
+        timeout: seconds to wait for a connection (default 5.0).
+        durable: enqueues wait for their commit to reach the WAL on disk
+            (``synchronous_commit`` on; default True).
+        create: create the table when absent (default True).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        timeout: float = 5.0,
+        durable: bool = True,
+        create: bool = True,
+    ) -> None:
+        self._psycopg = _import_psycopg()
+        self.dsn = dsn
+        self.name = redact(dsn)
+        self._timeout = timeout
+        self._durable = durable
+        self._lock = threading.Lock()
+        self._idle: dict[bool, list[psycopg.Connection[Any]]] = {True: [], False: []}
+        with self._connection(opening=True) as conn:
+            self._dbname = conn.info.dbname
+            self._set_up(conn, create)
+
+    # -- connections --------------------------------------------------------
+
+    def _connect(self, durable: bool) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] = self._psycopg.connect(
+            self.dsn, autocommit=True, connect_timeout=max(1, round(self._timeout))
+        )
+        if not durable:
+            conn.execute("SET synchronous_commit TO off")
+        return conn
+
+    @contextmanager
+    def _connection(
+        self, *, durable: bool = False, opening: bool = False
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; psycopg's errors as OutboxError (a broken
+        connection is closed, never pooled: the next use reconnects)."""
+        error = self._psycopg.Error
+        conn = None
+        try:
+            with self._lock:
+                idle = self._idle[durable]
+                conn = idle.pop() if idle else None
+            if conn is None:
+                conn = self._connect(durable)
+            yield conn
+        except error as exc:
+            if conn is not None:
+                conn.close()
+            verb = "cannot open outbox" if opening else "outbox"
+            raise OutboxError(f"{verb} {self.name!r}: {exc}".strip()) from exc
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        with self._lock:
+            if not conn.closed and len(self._idle[durable]) < 32:
+                self._idle[durable].append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle = [*self._idle[True], *self._idle[False]]
+            self._idle = {True: [], False: []}
+        for conn in idle:
+            conn.close()
+
+    def _set_up(self, conn: psycopg.Connection[Any], create: bool) -> None:
+        if self._check_schema(conn):
+            return
+        if not create:
+            raise OutboxError(f"cannot open outbox {self.name!r}: it has no {TABLE}")
+        with conn.transaction():
+            # Processes creating one new outbox at once take turns.
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
+            if not self._check_schema(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute(
+                    f"INSERT INTO {META} VALUES ('schema_version', %s)",
+                    (str(SCHEMA_VERSION),),
+                )
+
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> bool:
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (TABLE, META),
+        ).fetchone()
+        assert row is not None
+        if not row[0]:
+            return False
+        found = "unknown (no version recorded)"
+        if row[1]:
+            version = conn.execute(
+                f"SELECT value FROM {META} WHERE name = 'schema_version'"
+            ).fetchone()
+            if version is not None:
+                found = str(version[0])
+        if found != str(SCHEMA_VERSION):
+            raise schema_error(self.name, found)
+        return True
+
+    # -- the interface --------------------------------------------------------
+
+    def now(self) -> float:
+        with self._connection() as conn:
+            row = conn.execute(f"SELECT {_epoch('clock_timestamp()')}").fetchone()
+        assert row is not None
+        return float(row[0])
+
+    def add(
+        self, entry: NewEntry, *, connection: Any = None
+    ) -> tuple[OutboxEntry, str]:
+        if connection is not None:
+            self._check_connection(connection)
+            return self._add(connection, entry)
+        with self._connection(durable=self._durable) as conn, conn.transaction():
+            return self._add(conn, entry)
+
+    def _add(
+        self, conn: psycopg.Connection[Any], entry: NewEntry
+    ) -> tuple[OutboxEntry, str]:
+        if entry.group is not None:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (_LOCK_CLASS, entry.group),
+            )
+        row = conn.execute(
+            _INSERT,
+            (
+                entry.id,
+                entry.idempotency_key,
+                entry.resource_id,
+                entry.method,
+                entry.url,
+                entry.endpoint,
+                pairs_to_json(entry.headers),
+                entry.body,
+                entry.fingerprint,
+                entry.group,
+            ),
+        ).fetchone()
+        if row is None:  # the key is there already
+            found = conn.execute(_BY_KEY, (entry.idempotency_key,)).fetchone()
+            assert found is not None
+            return row_to_entry(found), str(found[-1])
+        return fresh_entry(entry, float(row[0])), entry.fingerprint
+
+    def _check_connection(self, conn: object) -> None:
+        psycopg = self._psycopg
+        if not isinstance(conn, psycopg.Connection):
+            raise TypeError(
+                f"enqueue(connection=...) for the PostgreSQL outbox {self.name!r} "
+                f"must be a psycopg.Connection, got {type(conn).__name__}"
+            )
+        if conn.info.dbname != self._dbname:
+            raise ValueError(
+                f"enqueue(connection=...) is a connection to database "
+                f"{conn.info.dbname!r}, not to the outbox's {self._dbname!r}"
+            )
+        idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if conn.autocommit and idle:
+            raise ValueError(
+                "enqueue(connection=...) has no open transaction (autocommit "
+                "mode): open one (with conn.transaction(): ...) first, or the "
+                "entry would commit on its own"
+            )
+
+    def get(self, entry_id: str) -> OutboxEntry | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {_ENTRY} FROM {TABLE} WHERE id = %s", (entry_id,)
+            ).fetchone()
+        return None if row is None else row_to_entry(row)
+
+    def counts(self) -> dict[str, int]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT state, count(*), count(*) FILTER (WHERE lease_until > {_NOW})"
+                f" FROM {TABLE} GROUP BY state"
+            ).fetchall()
+        found = {row[0]: (int(row[1]), int(row[2])) for row in rows}
+        return {
+            "pending": found.get("pending", (0, 0))[0],
+            "delivered": found.get("delivered", (0, 0))[0],
+            "dead": found.get("dead", (0, 0))[0],
+            "in_flight": found.get("pending", (0, 0))[1],
+        }
+
+    def entries(
+        self, state: State | None, limit: int, *, offset: int = 0
+    ) -> list[OutboxEntry]:
+        where, params = ("WHERE state = %s", [state]) if state else ("", [])
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_ENTRY} FROM {TABLE} {where} ORDER BY seq LIMIT %s OFFSET %s",
+                (*params, limit, offset),
+            ).fetchall()
+        return [row_to_entry(row) for row in rows]
+
+    def claim(
+        self,
+        holder: str,
+        count: int,
+        lease: float,
+        *,
+        cutoff: float | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[Claimed]:
+        if count <= 0:
+            return []
+        due = _NOW if cutoff is None else f"LEAST({_NOW}, to_timestamp(%s))"
+        params: list[Any] = [] if cutoff is None else [cutoff]
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"WITH c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
+                f" AND due_at <= {due}"
+                f" AND (lease_until IS NULL OR lease_until <= {_NOW})"
+                " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
+                f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
+                " AND NOT (endpoint = ANY(%s)) ORDER BY due_at, seq LIMIT %s"
+                f" FOR UPDATE SKIP LOCKED) UPDATE {TABLE} AS t SET token = t.token + 1,"
+                f" deliveries = t.deliveries + 1, lease_until = {_NOW} + %s {_SECONDS},"
+                f" holder = %s FROM c WHERE t.seq = c.seq RETURNING"
+                f" {_CLAIM.replace('seq,', 't.seq,', 1)}, {_epoch(_NOW)}",
+                (*params, list(exclude), count, lease, holder),
+            ).fetchall()
+        rows.sort(key=lambda row: int(row[0]))
+        return [row_to_claimed(row[:-1], float(row[-1])) for row in rows]
+
+    def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
+        if not held:
+            return set()
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"UPDATE {TABLE} AS t SET lease_until = {_NOW} + %s {_SECONDS}"
+                " FROM unnest(%s::bigint[], %s::bigint[]) AS h(seq, token)"
+                " WHERE t.seq = h.seq AND t.token = h.token AND t.state = 'pending'"
+                " RETURNING t.seq",
+                (lease, [seq for seq, _ in held], [token for _, token in held]),
+            ).fetchall()
+        return {int(row[0]) for row in rows}
+
+    def record(self, claimed: Claimed, result: Result) -> bool:
+        finished = _NOW if result.state != "pending" else "NULL"
+        delivered = _NOW if result.state == "delivered" else "NULL"
+        with self._connection() as conn:
+            cursor = conn.execute(
+                f"UPDATE {TABLE} SET state = %s, attempts = attempts + %s,"
+                " last_error = %s, status = %s, response_headers = %s,"
+                f" response_body = %s, already_existed = %s,"
+                f" due_at = {_NOW} + %s {_SECONDS}, delivered_at = {delivered},"
+                f" finished_at = {finished}, lease_until = NULL, holder = NULL"
+                " WHERE seq = %s AND token = %s AND state = 'pending'",
+                (
+                    result.state,
+                    result.attempts,
+                    result.reason,
+                    result.status,
+                    pairs_to_json(result.response_headers),
+                    result.response_body,
+                    result.already_existed,
+                    result.delay or 0.0,
+                    claimed.seq,
+                    claimed.token,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def release(self, claimed: Claimed) -> bool:
+        with self._connection() as conn:
+            cursor = conn.execute(
+                f"UPDATE {TABLE} SET lease_until = NULL, holder = NULL,"
+                " deliveries = greatest(deliveries - 1, 0)"
+                " WHERE seq = %s AND token = %s AND state = 'pending'",
+                (claimed.seq, claimed.token),
+            )
+            return cursor.rowcount == 1
+
+    def retry(self, entry_id: str | None) -> int:
+        only, params = (
+            ("AND id = %s", (entry_id,)) if entry_id is not None else ("", ())
+        )
+        with self._connection() as conn:
+            cursor = conn.execute(
+                f"UPDATE {TABLE} SET state = 'pending', due_at = {_NOW},"
+                f" horizon_from = {_NOW}, deliveries = 0, status = NULL,"
+                " response_headers = NULL, response_body = NULL,"
+                " already_existed = FALSE, finished_at = NULL, lease_until = NULL"
+                f" WHERE state = 'dead' {only}",
+                params,
+            )
+            return cursor.rowcount
+
+    def purge(self, state: State, older_than: float, batch: int) -> int:
+        with self._connection() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM {TABLE} WHERE seq IN (SELECT seq FROM {TABLE}"
+                f" WHERE state = %s AND finished_at <= {_NOW} - %s {_SECONDS}"
+                " ORDER BY finished_at LIMIT %s)",
+                (state, older_than, batch),
+            )
+            return cursor.rowcount

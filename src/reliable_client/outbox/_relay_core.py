@@ -1,0 +1,293 @@
+"""What the sync and async relays share: the slots they fill, the leases
+they renew, what a delivery's outcome records, counters and logging.  The
+relays themselves (``_relay.py``, ``_arelay.py``) only do the I/O.
+
+Slots: a relay runs up to ``concurrency`` deliveries at once.  When all of
+them have been busy for a while (a slow endpoint), it may start up to
+``concurrency`` more, one at a time and each for an endpoint that has no
+delivery running, so that one slow endpoint cannot stall the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .._outcome import outcome, safe_url
+from ._decision import Response, before_send, from_error, from_response, keep_headers
+from ._model import DEAD, DELIVERED, Claimed, DeliveryCounts, OutboxEntry, Result
+
+if TYPE_CHECKING:
+    from ._outbox import Outbox
+
+__all__ = ["DEFAULT_CONCURRENCY", "RelayCore", "logger", "new_holder"]
+
+logger = logging.getLogger("reliable_client.outbox")
+logger.addHandler(logging.NullHandler())
+
+DEFAULT_CONCURRENCY = 8
+# Seconds all slots must have been busy before an endpoint with nothing
+# running may take an extra one.
+OVERFLOW_AFTER = 0.5
+
+
+def new_holder() -> str:
+    """Who holds a lease: host, process and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+
+@dataclass
+class _Held:
+    claimed: Claimed
+    started: float  # time.monotonic() when claimed
+    renewed: float
+
+
+class RelayCore:
+    """The state of one ``deliver``/``run`` (sync or async)."""
+
+    def __init__(self, outbox: Outbox, concurrency: int) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(
+                f"concurrency must be an int, got {type(concurrency).__name__}"
+            )
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.outbox = outbox
+        self.store = outbox._store
+        self.policy = outbox._redelivery
+        self.lease = outbox.lease
+        self.concurrency = concurrency
+        self.holder = new_holder()
+        self.held: dict[int, _Held] = {}
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._last_overflow = 0.0
+
+    # -- slots and leases -------------------------------------------------
+
+    def wanted(self, now: float) -> tuple[int, list[str]]:
+        """How many entries to claim now, and the endpoints to leave out."""
+        with self._lock:
+            busy = len(self.held)
+            if busy < self.concurrency:
+                return self.concurrency - busy, []
+            if busy >= 2 * self.concurrency:
+                return 0, []
+            oldest = min(h.started for h in self.held.values())
+            if now - max(oldest, self._last_overflow) < OVERFLOW_AFTER:
+                return 0, []
+            self._last_overflow = now
+            return 1, sorted({h.claimed.endpoint for h in self.held.values()})
+
+    def hold(self, claimed: Claimed, now: float) -> None:
+        with self._lock:
+            self.held[claimed.seq] = _Held(claimed, now, now)
+
+    def let_go(self, claimed: Claimed) -> None:
+        with self._lock:
+            self.held.pop(claimed.seq, None)
+
+    def busy(self) -> int:
+        with self._lock:
+            return len(self.held)
+
+    def renewals(self, now: float) -> list[tuple[int, int]]:
+        """The leases to renew now (a third of the lease since the last)."""
+        with self._lock:
+            due = [
+                (h.claimed.seq, h.claimed.token)
+                for h in self.held.values()
+                if now - h.renewed >= self.lease / 3
+            ]
+            for seq, _ in due:
+                self.held[seq].renewed = now
+            return due
+
+    def renewed(self, asked: list[tuple[int, int]], kept: set[int]) -> None:
+        for seq, _ in asked:
+            if seq not in kept:
+                logger.warning(
+                    "outbox entry seq %d: lease taken over by another relay; "
+                    "its result will not be recorded here",
+                    seq,
+                )
+
+    def next_wake(self, now: float, poll: float) -> float:
+        """Seconds until something is due: a renewal, an overflow check."""
+        wait = poll
+        with self._lock:
+            for h in self.held.values():
+                wait = min(wait, h.renewed + self.lease / 3 - now)
+            if len(self.held) >= self.concurrency and self.held:
+                oldest = min(h.started for h in self.held.values())
+                wait = min(wait, oldest + OVERFLOW_AFTER - now)
+        return max(wait, 0.001)
+
+    # -- one delivery ------------------------------------------------------
+
+    def store_now(self, claimed: Claimed) -> float:
+        """The store's clock now, from the claim's reading."""
+        with self._lock:
+            held = self.held.get(claimed.seq)
+        start = held.started if held is not None else time.monotonic()
+        return claimed.claimed_at + (time.monotonic() - start)
+
+    def prepare(
+        self, claimed: Claimed, client: httpx.Client | httpx.AsyncClient
+    ) -> Result | httpx.Request:
+        """The request to send, or a result without sending."""
+        early = before_send(claimed, self.policy, self.store_now(claimed))
+        if early is not None:
+            return early
+        return client.build_request(
+            claimed.method,
+            claimed.url,
+            headers=list(claimed.headers),
+            content=claimed.body,
+        )
+
+    def answered(
+        self, claimed: Claimed, response: httpx.Response, body: bytes
+    ) -> Result:
+        result = outcome(response)
+        kept: Response = (
+            response.status_code,
+            keep_headers(response.headers.multi_items()),
+            body[: self.outbox.max_response_body],
+        )
+        return from_response(
+            claimed,
+            kept,
+            result.attempts,
+            self.policy,
+            self.store_now(claimed),
+            already_existed=result.already_existed,
+        )
+
+    def failed(self, claimed: Claimed, error: BaseException) -> Result:
+        attempts = outcome(error).attempts if isinstance(error, Exception) else 1
+        if not isinstance(error, httpx.HTTPError):
+            logger.error(
+                "outbox entry %s: the client raised %s; redelivering",
+                claimed.id,
+                type(error).__name__,
+                exc_info=error,
+            )
+        return from_error(
+            claimed, error, attempts, self.policy, self.store_now(claimed)
+        )
+
+    def done(
+        self, claimed: Claimed, result: Result, recorded: bool, label: str
+    ) -> None:
+        """Count, log and tell the application (callbacks, waiters)."""
+        self.let_go(claimed)
+        name = {"pending": "rescheduled"}.get(result.state, result.state)
+        if not recorded:
+            name = "lost"
+        with self._lock:
+            self._counts[name] += 1
+        self.outbox._count(name, result.attempts)
+        if not recorded:
+            logger.warning(
+                "%s (entry %s): result not recorded, another relay holds it now",
+                label,
+                claimed.id,
+            )
+            return
+        if result.state == DELIVERED:
+            logger.info(
+                "delivered %s (entry %s): status %s after %d attempt(s)",
+                label,
+                claimed.id,
+                result.status,
+                result.attempts,
+            )
+        elif result.state == DEAD:
+            logger.warning(
+                "dead %s (entry %s) after %d deliveries: %s",
+                label,
+                claimed.id,
+                claimed.deliveries,
+                result.reason,
+            )
+        else:
+            logger.info(
+                "redelivering %s (entry %s) in %.3fs after %s (delivery %d)",
+                label,
+                claimed.id,
+                result.delay or 0.0,
+                result.reason,
+                claimed.deliveries,
+            )
+        if result.state != "pending":
+            self.outbox._finished(self.entry_of(claimed, result))
+
+    def entry_of(self, claimed: Claimed, result: Result) -> OutboxEntry:
+        """The entry as just recorded (no read from the store)."""
+        now = self.store_now(claimed)
+        return OutboxEntry(
+            id=uuid.UUID(claimed.id),
+            idempotency_key=claimed.idempotency_key,
+            resource_id=claimed.resource_id,
+            method=claimed.method,
+            url=claimed.url,
+            group=claimed.group,
+            state=result.state,
+            attempts=claimed.attempts + result.attempts,
+            deliveries=claimed.deliveries,
+            last_error=result.reason,
+            status=result.status,
+            response_headers=httpx.Headers(list(result.response_headers)),
+            response_body=result.response_body,
+            already_existed=result.already_existed,
+            created_at=claimed.created_at,
+            delivered_at=now if result.state == DELIVERED else None,
+        )
+
+    def released(self, claimed: Claimed) -> None:
+        self.let_go(claimed)
+        with self._lock:
+            self._counts["released"] += 1
+        self.outbox._count("released", 0)
+
+    def counts(self) -> DeliveryCounts:
+        with self._lock:
+            c = self._counts
+            return DeliveryCounts(
+                delivered=c["delivered"],
+                dead=c["dead"],
+                rescheduled=c["rescheduled"],
+                lost=c["lost"],
+                released=c["released"],
+            )
+
+
+def label_of(claimed: Claimed, request: httpx.Request | None) -> str:
+    """ "METHOD URL" without query or user info, safe to log."""
+    if request is not None:
+        return f"{request.method} {safe_url(request.url)}"
+    return f"{claimed.method} {claimed.url.split('?', 1)[0]}"
+
+
+def record_delays() -> Callable[[], float]:
+    """Pauses between tries to record a result while the store fails."""
+    pause = [0.05]
+
+    def next_pause() -> float:
+        value = pause[0]
+        pause[0] = min(value * 2, 1.0)
+        return value
+
+    return next_pause
