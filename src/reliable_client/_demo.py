@@ -445,14 +445,21 @@ def _faults_arg(text: str) -> FaultMix:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``reliable-client`` command line with the ``demo`` subcommand."""
     parser = argparse.ArgumentParser(
         prog="reliable-client",
         description="reliable_client: HTTP calls that are safe to retry.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand to a ``reliable-client`` parser."""
+    demo: argparse.ArgumentParser = commands.add_parser(
         "demo",
-        help="payments under faults: plain httpx vs naive retries vs reliable_client",
+        help="payments under faults: plain httpx vs naive retries vs "
+        "reliable_client (and its outbox)",
     )
     demo.add_argument("--calls", type=_bounded(int, 1, 100_000), default=500)
     demo.add_argument("--concurrency", type=_bounded(int, 1, 256), default=16)
@@ -481,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--redis-url", default=None, help="with --store redis")
     demo.add_argument("--plot", metavar="FILE", help="write a PNG of requests/s")
     demo.add_argument("--no-progress", action="store_true")
-    return parser
+    demo.set_defaults(handler=run_from_args)
+    return demo
 
 
 def _progress_printer(stream: TextIO) -> Callable[[str, int, int], None]:
@@ -501,7 +509,11 @@ def _progress_printer(stream: TextIO) -> Callable[[str, int, int], None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the demo as parsed from ``reliable-client demo ...``."""
     config = DemoConfig(
         calls=args.calls,
         concurrency=args.concurrency,
