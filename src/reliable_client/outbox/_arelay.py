@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from ._model import Claimed, DeliveryCounts, OutboxError, Result
-from ._relay_core import RelayCore, label_of, logger, record_delays
+from ._relay_core import (
+    PURGE_BATCHES,
+    RelayCore,
+    label_of,
+    logger,
+    record_delays,
+)
 
 if TYPE_CHECKING:
     from ._outbox import Outbox
@@ -88,6 +94,8 @@ class AsyncRelay:
         try:
             while stop is None or not stop.is_set():
                 await self._renew()
+                if not one_pass and core.purge_due(time.monotonic()):
+                    await self._purge()
                 want, exclude = core.wanted(time.monotonic())
                 if limit is not None:
                     want = min(want, limit - started)
@@ -141,6 +149,12 @@ class AsyncRelay:
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(seconds, _STOP_CHECK))
         self._changed.clear()
+
+    async def _purge(self) -> None:
+        try:
+            await self._store(self.outbox.purge, max_batches=PURGE_BATCHES)
+        except OutboxError as exc:
+            logger.warning("outbox relay: purging old entries failed: %s", exc)
 
     async def _renew(self) -> None:
         core = self.core

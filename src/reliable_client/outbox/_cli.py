@@ -22,7 +22,7 @@ __all__ = ["add_parser", "main"]
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add ``outbox`` and its subcommands to a ``reliable-client`` parser."""
-    outbox = commands.add_parser(
+    outbox: argparse.ArgumentParser = commands.add_parser(
         "outbox",
         help="inspect and mend an outbox: status, list, retry, purge",
         description="Inspect and mend an outbox (a SQLite file or a "
@@ -148,7 +148,10 @@ def _table(entries: Sequence[OutboxEntry]) -> str:
 def _retry(outbox: Outbox, args: argparse.Namespace, out: TextIO) -> int:
     if args.all:
         count = outbox.retry_dead()
-        print(f"{count} dead entr{'y' if count == 1 else 'ies'} to deliver again", file=out)
+        print(
+            f"{count} dead entr{'y' if count == 1 else 'ies'} to deliver again",
+            file=out,
+        )
         return 0
     if outbox.retry(args.id):
         print(f"entry {args.id} will be delivered again", file=out)

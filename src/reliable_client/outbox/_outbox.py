@@ -8,10 +8,7 @@ crashes and restarts, until the server has answered; the answer is kept.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -29,14 +26,12 @@ from ._relay import SyncRelay
 from ._relay_core import DEFAULT_CONCURRENCY, logger
 from ._request import parse_id, prepare
 from ._store import OutboxStore, open_store
+from ._waiting import Waiters
 
 __all__ = ["Outbox"]
 
 _OWNER = "Outbox"
 _DEFAULT_IDEMPOTENCY = Idempotency()
-#: Seconds between looks at the store while waiting for another process's
-#: relay (this process's relays wake waiters at once).
-_WAIT_POLL = 0.25
 _RELAY_COUNTERS = ("delivered", "dead", "rescheduled", "lost", "released", "requests")
 
 
@@ -119,7 +114,7 @@ class Outbox:
         self.on_result = on_result
         self._relays: set[SyncRelay | AsyncRelay] = set()
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[Callable[[], None]]] = {}
+        self._waiters = Waiters(self._final)
         self._counters: Counter[str] = Counter()
         self._store: OutboxStore = open_store(
             target, timeout=timeout, durable=durable, create=create
@@ -265,75 +260,23 @@ class Outbox:
     def wait(
         self, entry_id: uuid.UUID | str, timeout: float | None = None
     ) -> OutboxEntry:
-        """Block until the entry is delivered or dead and return it.  A relay
-        of this process wakes the waiter at once; another process's result
-        is seen within a quarter second.  ``timeout`` (seconds) raises
-        ``TimeoutError``; an unknown id ``KeyError``."""
-        key = parse_id(entry_id)
-        event = threading.Event()
-        self._add_waiter(key, event.set)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                entry = self._final(key)
-                if entry is not None:
-                    return entry
-                left = _WAIT_POLL if deadline is None else deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"outbox entry {key} not finished in {timeout} s"
-                    )
-                event.wait(min(left, _WAIT_POLL))
-                event.clear()
-        finally:
-            self._drop_waiter(key, event.set)
+        """Block until the entry is delivered or dead, and return it.  A
+        relay of this process wakes the waiter at once; another process's
+        result is seen within a quarter second.  ``timeout`` (seconds, None:
+        no limit) raises ``TimeoutError``; an unknown id ``KeyError``."""
+        return self._waiters.wait(parse_id(entry_id), timeout)
 
     async def await_entry(
         self, entry_id: uuid.UUID | str, timeout: float | None = None
     ) -> OutboxEntry:
         """``await`` the entry's delivery or death (as :meth:`wait`)."""
-        key = parse_id(entry_id)
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(event.set)
-
-        self._add_waiter(key, wake)
-        deadline = None if timeout is None else loop.time() + timeout
-        try:
-            while True:
-                entry = await asyncio.to_thread(self._final, key)
-                if entry is not None:
-                    return entry
-                left = _WAIT_POLL if deadline is None else deadline - loop.time()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"outbox entry {key} not finished in {timeout} s"
-                    )
-                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(left, _WAIT_POLL))
-                event.clear()
-        finally:
-            self._drop_waiter(key, wake)
+        return await self._waiters.await_entry(parse_id(entry_id), timeout)
 
     def _final(self, key: str) -> OutboxEntry | None:
         entry = self._store.get(key)
         if entry is None:
             raise KeyError(f"no outbox entry {key}")
         return entry if entry.state != "pending" else None
-
-    def _add_waiter(self, key: str, wake: Callable[[], None]) -> None:
-        with self._lock:
-            self._waiters.setdefault(key, []).append(wake)
-
-    def _drop_waiter(self, key: str, wake: Callable[[], None]) -> None:
-        with self._lock:
-            waiters = self._waiters.get(key, [])
-            if wake in waiters:
-                waiters.remove(wake)
-            if not waiters:
-                self._waiters.pop(key, None)
 
     # -- the relay's side ----------------------------------------------------------
 
@@ -441,11 +384,7 @@ class Outbox:
 
     def _finished(self, entry: OutboxEntry) -> None:
         """A relay of this process delivered or buried ``entry``."""
-        key = str(entry.id)
-        with self._lock:
-            waiters = list(self._waiters.get(key, ()))
-        for wake in waiters:
-            wake()
+        self._waiters.wake(str(entry.id))
         if self.on_result is not None:
             try:
                 self.on_result(entry)

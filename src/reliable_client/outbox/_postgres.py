@@ -21,19 +21,16 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._model import Claimed, NewEntry, OutboxEntry, OutboxError, Result, State
+from ._schema import META, POSTGRES_SCHEMA, SCHEMA_VERSION, TABLE, judge_schema
 from ._store import (
     CLAIM_COLUMNS,
     ENTRY_COLUMNS,
-    META,
-    SCHEMA_VERSION,
-    TABLE,
     OutboxStore,
     fresh_entry,
     pairs_to_json,
     redact,
     row_to_claimed,
     row_to_entry,
-    schema_error,
 )
 
 if TYPE_CHECKING:
@@ -42,45 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _LOCK_CLASS = 0x52434F42  # "RCOB": advisory locks of this module
-_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {META} (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        seq BIGSERIAL PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        resource_id TEXT NOT NULL,
-        method TEXT NOT NULL,
-        url TEXT NOT NULL,
-        endpoint TEXT NOT NULL,
-        headers TEXT NOT NULL,
-        body BYTEA,
-        fingerprint TEXT NOT NULL,
-        grp TEXT,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'delivered', 'dead')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        deliveries INTEGER NOT NULL DEFAULT 0,
-        token BIGINT NOT NULL DEFAULT 0,
-        due_at TIMESTAMPTZ NOT NULL,
-        lease_until TIMESTAMPTZ,
-        holder TEXT,
-        last_error TEXT,
-        status INTEGER,
-        response_headers TEXT,
-        response_body BYTEA,
-        already_existed BOOLEAN NOT NULL DEFAULT FALSE,
-        created_at TIMESTAMPTZ NOT NULL,
-        horizon_from TIMESTAMPTZ NOT NULL,
-        delivered_at TIMESTAMPTZ,
-        finished_at TIMESTAMPTZ
-    )""",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (due_at, seq)"
-    " WHERE state = 'pending'",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_group ON {TABLE} (grp, seq)"
-    " WHERE state = 'pending'",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_finished ON {TABLE} (state, finished_at)"
-    " WHERE state <> 'pending'",
-)
 
 
 def _epoch(column: str) -> str:
@@ -203,7 +161,7 @@ class PostgresStore(OutboxStore):
             # Processes creating one new outbox at once take turns.
             conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (_LOCK_CLASS,))
             if not self._check_schema(conn):
-                for statement in _SCHEMA:
+                for statement in POSTGRES_SCHEMA:
                     conn.execute(statement)
                 conn.execute(
                     f"INSERT INTO {META} VALUES ('schema_version', %s)",
@@ -216,18 +174,13 @@ class PostgresStore(OutboxStore):
             (TABLE, META),
         ).fetchone()
         assert row is not None
-        if not row[0]:
-            return False
-        found = "unknown (no version recorded)"
+        version = None
         if row[1]:
-            version = conn.execute(
+            found = conn.execute(
                 f"SELECT value FROM {META} WHERE name = 'schema_version'"
             ).fetchone()
-            if version is not None:
-                found = str(version[0])
-        if found != str(SCHEMA_VERSION):
-            raise schema_error(self.name, found)
-        return True
+            version = None if found is None else str(found[0])
+        return judge_schema(self.name, bool(row[0]), version)
 
     # -- the interface --------------------------------------------------------
 

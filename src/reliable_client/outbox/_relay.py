@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ._model import Claimed, DeliveryCounts, OutboxError, Result
-from ._relay_core import RelayCore, label_of, logger, record_delays
+from ._relay_core import (
+    PURGE_BATCHES,
+    RelayCore,
+    label_of,
+    logger,
+    record_delays,
+)
 
 if TYPE_CHECKING:
     from ._outbox import Outbox
@@ -86,6 +92,8 @@ class SyncRelay:
         try:
             while stop is None or not stop.is_set():
                 self._renew()
+                if not one_pass and core.purge_due(time.monotonic()):
+                    self._purge()
                 want, exclude = core.wanted(time.monotonic())
                 if limit is not None:
                     want = min(want, limit - started)
@@ -133,6 +141,12 @@ class SyncRelay:
             if not self._changed:
                 self._cond.wait(min(seconds, _STOP_CHECK))
             self._changed = False
+
+    def _purge(self) -> None:
+        try:
+            self.outbox.purge(max_batches=PURGE_BATCHES)
+        except OutboxError as exc:
+            logger.warning("outbox relay: purging old entries failed: %s", exc)
 
     def _renew(self) -> None:
         core = self.core

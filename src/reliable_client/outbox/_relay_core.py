@@ -39,6 +39,10 @@ DEFAULT_CONCURRENCY = 8
 # Seconds all slots must have been busy before an endpoint with nothing
 # running may take an extra one.
 OVERFLOW_AFTER = 0.5
+# Seconds between purges of old entries by a running relay, and the most
+# batches (of 500 rows, one transaction each) per purge.
+PURGE_EVERY = 60.0
+PURGE_BATCHES = 4
 
 
 def new_holder() -> str:
@@ -73,6 +77,7 @@ class RelayCore:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._last_overflow = 0.0
+        self._next_purge = 0.0
 
     # -- slots and leases -------------------------------------------------
 
@@ -89,6 +94,13 @@ class RelayCore:
                 return 0, []
             self._last_overflow = now
             return 1, sorted({h.claimed.endpoint for h in self.held.values()})
+
+    def purge_due(self, now: float) -> bool:
+        """Whether a running relay should purge old entries now."""
+        if now < self._next_purge:
+            return False
+        self._next_purge = now + PURGE_EVERY
+        return True
 
     def hold(self, claimed: Claimed, now: float) -> None:
         with self._lock:

@@ -28,11 +28,9 @@ from typing import Any
 
 import httpx
 
-from ._model import Claimed, NewEntry, OutboxEntry, OutboxError, Result, State
+from ._model import Claimed, NewEntry, OutboxEntry, Result, State
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "TABLE",
     "OutboxStore",
     "open_store",
     "pairs_from_json",
@@ -40,9 +38,6 @@ __all__ = [
     "redact",
 ]
 
-TABLE = "reliable_client_outbox"
-META = "reliable_client_outbox_meta"
-SCHEMA_VERSION = 1
 
 # Columns read back as an OutboxEntry, in this order (see row_to_entry).
 ENTRY_COLUMNS = (
@@ -252,12 +247,4 @@ def fresh_entry(entry: NewEntry, now: float) -> OutboxEntry:
         created_at=now,
         delivered_at=None,
         due_at=now,
-    )
-
-
-def schema_error(name: str, found: str) -> OutboxError:
-    return OutboxError(
-        f"outbox {name!r} has a table {TABLE} of schema version {found}; this "
-        f"reliable_client reads version {SCHEMA_VERSION} (upgrade reliable_client, "
-        "or point the outbox at another table's database)"
     )
