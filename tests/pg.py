@@ -10,6 +10,7 @@ tools/ensure_postgres.sh`` installs them.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -138,10 +139,8 @@ class PostgresServer:
             return "(no log)"
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
-        except (RuntimeError, subprocess.TimeoutExpired):
-            pass
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             try:

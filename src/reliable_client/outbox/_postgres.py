@@ -164,14 +164,19 @@ class PostgresStore(OutboxStore):
                 for statement in POSTGRES_SCHEMA:
                     conn.execute(statement)
                 conn.execute(
-                    f"INSERT INTO {META} VALUES ('schema_version', %s)",
+                    f"INSERT INTO {META} VALUES ('schema_version', %s)"
+                    " ON CONFLICT (name) DO NOTHING",
                     (str(SCHEMA_VERSION),),
                 )
 
     def _check_schema(self, conn: psycopg.Connection[Any]) -> bool:
+        # pg_class read as a table (an MVCC snapshot), not to_regclass(),
+        # whose cache may not yet show another session's new table.
         row = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-            (TABLE, META),
+            "SELECT bool_or(relname = %s), bool_or(relname = %s) FROM pg_class"
+            " WHERE relnamespace = current_schema()::regnamespace"
+            " AND relname IN (%s, %s)",
+            (TABLE, META, TABLE, META),
         ).fetchone()
         assert row is not None
         version = None

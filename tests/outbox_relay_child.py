@@ -1,0 +1,39 @@
+"""A relay in a process of its own, for the crash tests (and nothing else).
+
+    python -m tests.outbox_relay_child TARGET BASE_URL LEASE CONCURRENCY
+
+Runs ``Outbox(TARGET).run(Client(base_url=BASE_URL))`` until SIGTERM, with
+the tests' fast redelivery; logs deliveries to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import httpx
+
+from reliable_client import Client, RetryPolicy
+from reliable_client.outbox import Outbox
+
+from .outbox_support import FAST
+
+
+def main(argv: list[str]) -> int:
+    target, base_url, lease, concurrency = argv
+    logging.basicConfig(level=logging.INFO, format="%(process)d %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    outbox = Outbox(target, lease=float(lease), redelivery=FAST)
+    client = Client(
+        base_url=base_url,
+        timeout=httpx.Timeout(2.0),
+        retry=RetryPolicy(max_attempts=4, backoff_initial=0.005, backoff_max=0.02),
+    )
+    with client:
+        counts = outbox.run(client, concurrency=int(concurrency), poll_interval=0.05)
+    print(f"relay stopped: {dict(counts)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
