@@ -125,7 +125,11 @@ class AsyncRelay:
                         task.add_done_callback(self._tasks.discard)
                     started += len(batch)
                     if batch and len(batch) == want:
-                        continue
+                        continue  # there may be more
+                    if exclude and not batch:
+                        core.overflow_found_nothing(
+                            time.monotonic(), self.poll_interval
+                        )
                     drained = drained or not exclude
                 if one_pass and drained and core.busy() == 0:
                     break

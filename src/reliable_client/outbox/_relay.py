@@ -121,6 +121,10 @@ class SyncRelay:
                     started += len(batch)
                     if batch and len(batch) == want:
                         continue  # there may be more
+                    if exclude and not batch:
+                        core.overflow_found_nothing(
+                            time.monotonic(), self.poll_interval
+                        )
                     drained = drained or not exclude
                 if one_pass and drained and core.busy() == 0:
                     break

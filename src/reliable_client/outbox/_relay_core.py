@@ -76,7 +76,7 @@ class RelayCore:
         self.held: dict[int, _Held] = {}
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self._last_overflow = 0.0
+        self._overflow_quiet_until = 0.0
         self._next_purge = 0.0
 
     # -- slots and leases -------------------------------------------------
@@ -90,10 +90,15 @@ class RelayCore:
             if busy >= 2 * self.concurrency:
                 return 0, []
             oldest = min(h.started for h in self.held.values())
-            if now - max(oldest, self._last_overflow) < OVERFLOW_AFTER:
+            if now - oldest < OVERFLOW_AFTER or now < self._overflow_quiet_until:
                 return 0, []
-            self._last_overflow = now
             return 1, sorted({h.claimed.endpoint for h in self.held.values()})
+
+    def overflow_found_nothing(self, now: float, poll: float) -> None:
+        """An extra slot's claim came back empty: look again in ``poll`` s
+        (or as soon as a delivery ends)."""
+        with self._lock:
+            self._overflow_quiet_until = now + poll
 
     def purge_due(self, now: float) -> bool:
         """Whether a running relay should purge old entries now."""
@@ -109,6 +114,7 @@ class RelayCore:
     def let_go(self, claimed: Claimed) -> None:
         with self._lock:
             self.held.pop(claimed.seq, None)
+            self._overflow_quiet_until = 0.0  # a slot is free: look again
 
     def busy(self) -> int:
         with self._lock:
@@ -143,7 +149,8 @@ class RelayCore:
                 wait = min(wait, h.renewed + self.lease / 3 - now)
             if len(self.held) >= self.concurrency and self.held:
                 oldest = min(h.started for h in self.held.values())
-                wait = min(wait, oldest + OVERFLOW_AFTER - now)
+                ready = max(oldest + OVERFLOW_AFTER, self._overflow_quiet_until)
+                wait = min(wait, ready - now)
         return max(wait, 0.001)
 
     # -- one delivery ------------------------------------------------------
