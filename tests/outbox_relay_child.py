@@ -9,7 +9,10 @@ the tests' fast redelivery; logs deliveries to stderr.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 
 import httpx
 
@@ -29,8 +32,15 @@ def main(argv: list[str]) -> int:
         timeout=httpx.Timeout(2.0),
         retry=RetryPolicy(max_attempts=4, backoff_initial=0.005, backoff_max=0.02),
     )
+    stop = threading.Event()
+    # run() sets ``stop`` on SIGTERM too; this handler covers the moment
+    # before it is in place.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    print(f"{os.getpid()} relay ready", file=sys.stderr, flush=True)
     with client:
-        counts = outbox.run(client, concurrency=int(concurrency), poll_interval=0.05)
+        counts = outbox.run(
+            client, stop=stop, concurrency=int(concurrency), poll_interval=0.05
+        )
     print(f"relay stopped: {dict(counts)}", file=sys.stderr)
     return 0
 

@@ -159,6 +159,7 @@ class RelayProcess:
         lease: float = 0.6,
         concurrency: int = 4,
     ) -> None:
+        self.log = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in _close
         self.process = subprocess.Popen(
             [
@@ -182,8 +183,13 @@ class RelayProcess:
         self.process.wait(10)
         self._close()
 
+    def ready(self) -> bool:
+        """Whether the relay has started (its SIGTERM handler is in place)."""
+        return f"{self.process.pid} relay ready" in self.log.read_text()
+
     def stop(self) -> int:
         """SIGTERM, and the exit code of a relay that stopped cleanly."""
+        wait_until(lambda: self.ready() or not self.alive(), timeout=20)
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:

@@ -77,7 +77,9 @@ def test_delivery_sends_what_was_enqueued_with_the_clients_auth(
     assert counts == DeliveryCounts(delivered=1) and counts["delivered"] == 1
     (seen,) = server.requests("/echo")
     assert seen.method == "POST" and seen.query == "q=1"
-    assert seen.body == httpx.Request("POST", "/", json={"amount": 5, "name": "é"}).content
+    assert (
+        seen.body == httpx.Request("POST", "/", json={"amount": 5, "name": "é"}).content
+    )
     assert seen.headers["idempotency-key"] == entry.idempotency_key
     assert seen.headers["x-client-resource-id"] == entry.resource_id
     assert seen.headers["x-trace"] == "t1"
@@ -167,7 +169,9 @@ def test_redelivery_gives_up_into_dead_keeping_the_last_answer(
     time.sleep(0.03)
     assert deliver(outbox, kind, server.url).dead == 1
     done = final(outbox, entry)
-    assert done.state == "dead" and done.status == 503 and done.response_body == b"later"
+    assert (
+        done.state == "dead" and done.status == 503 and done.response_body == b"later"
+    )
     assert done.last_error == "status 503; redelivery gave up (2 deliveries)"
     assert outbox.stats()["relay_dead"] == 1
 
@@ -189,7 +193,9 @@ def test_a_relative_url_without_base_url_redelivers_naming_the_error(
     assert final(outbox, entry).last_error == "UnsupportedProtocol"
 
 
-def test_retry_after_sets_the_next_delivery(sqlite_target: str, server: ChaosServer) -> None:
+def test_retry_after_sets_the_next_delivery(
+    sqlite_target: str, server: ChaosServer
+) -> None:
     server.script("/busy", Reply(429, {"Retry-After": "2"}), Forward())
     outbox = Outbox(sqlite_target, redelivery=FAST)
     entry = outbox.enqueue("POST", "/busy")
@@ -299,9 +305,7 @@ def test_a_slow_endpoint_does_not_stall_the_others(
     assert result == [DeliveryCounts(delivered=9)]
 
 
-def test_a_slow_delivery_renews_its_lease(
-    outbox_target: str, kind: str
-) -> None:
+def test_a_slow_delivery_renews_its_lease(outbox_target: str, kind: str) -> None:
     app = EffectsApp(delay=1.0)
     outbox = Outbox(outbox_target, lease=0.3)
     entry = outbox.enqueue("POST", "/things")
@@ -319,7 +323,9 @@ def test_a_slow_delivery_renews_its_lease(
     assert final(outbox, entry).status == 201 and app.runs[entry.idempotency_key] == 1
 
 
-def test_deliver_limit_and_counts(sqlite_target: str, server: ChaosServer, kind: str) -> None:
+def test_deliver_limit_and_counts(
+    sqlite_target: str, server: ChaosServer, kind: str
+) -> None:
     outbox = Outbox(sqlite_target)
     for _ in range(5):
         outbox.enqueue("POST", "/things")
@@ -370,7 +376,9 @@ def test_results_reach_callbacks_and_waiters(
 
     async def waiting() -> list[OutboxEntry]:
         return list(
-            await asyncio.gather(outbox.await_entry(good.id), outbox.await_entry(bad.id))
+            await asyncio.gather(
+                outbox.await_entry(good.id), outbox.await_entry(bad.id)
+            )
         )
 
     thread = threading.Thread(target=lambda: deliver(outbox, "sync", server.url))
@@ -388,7 +396,7 @@ def test_results_reach_callbacks_and_waiters(
     with pytest.raises(KeyError, match="no outbox entry"):
         outbox.wait("01a230c8-9186-7198-bfa1-a69d4ea220aa")
     pending = outbox.enqueue("POST", "/things")
-    with pytest.raises(TimeoutError, match="not delivered or dead within 0.05 s"):
+    with pytest.raises(TimeoutError, match=r"not delivered or dead within 0.05 s"):
         outbox.wait(pending.id, timeout=0.05)
 
     async def late() -> None:
@@ -473,7 +481,9 @@ def test_bad_relay_arguments(sqlite_target: str) -> None:
         asyncio.run(outbox.arun(AsyncClient(), poll_interval=-1))
 
 
-def test_a_plain_httpx_client_can_deliver(sqlite_target: str, server: ChaosServer) -> None:
+def test_a_plain_httpx_client_can_deliver(
+    sqlite_target: str, server: ChaosServer
+) -> None:
     outbox = Outbox(sqlite_target)
     entry = outbox.enqueue("POST", "/things")
     with httpx.Client(base_url=server.url) as client:

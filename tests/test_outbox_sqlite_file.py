@@ -45,7 +45,9 @@ def test_an_existing_file_keeps_its_permissions(tmp_path: Path) -> None:
 def test_a_file_that_is_not_a_database_is_named(tmp_path: Path) -> None:
     path = tmp_path / "broken.db"
     path.write_bytes(b"this is not SQLite " * 300)
-    with pytest.raises(OutboxError, match=r"cannot open outbox '.*broken\.db': file is not a database"):
+    with pytest.raises(
+        OutboxError, match=r"cannot open outbox '.*broken\.db': file is not a database"
+    ):
         Outbox(path)
 
 

@@ -76,7 +76,7 @@ def test_sqlite_a_connection_to_another_file_is_refused(
         outbox.enqueue("POST", "/p", connection=other)
     with pytest.raises(ValueError, match="not to the outbox's file"):
         outbox.enqueue("POST", "/p", connection=sqlite3.connect(":memory:"))
-    with pytest.raises(TypeError, match="must be a sqlite3.Connection"):
+    with pytest.raises(TypeError, match=r"must be a sqlite3.Connection"):
         outbox.enqueue("POST", "/p", connection=object())
 
 
@@ -103,7 +103,9 @@ def test_postgres_an_entry_commits_with_the_callers_writes(postgres_url: str) ->
         conn.commit()
         with conn.transaction():
             conn.execute("INSERT INTO orders (total) VALUES (42)")
-            entry = outbox.enqueue("POST", "/orders", json={"total": 42}, connection=conn)
+            entry = outbox.enqueue(
+                "POST", "/orders", json={"total": 42}, connection=conn
+            )
             assert outbox.get(entry.id) is None  # not committed yet
         assert outbox.get(entry.id) is not None
         with pytest.raises(RuntimeError), conn.transaction():
@@ -126,14 +128,19 @@ def test_postgres_the_connection_must_be_in_a_transaction_on_the_same_database(
             outbox.enqueue("POST", "/p", connection=conn)
         with conn.transaction():
             assert outbox.enqueue("POST", "/p", connection=conn).state == "pending"
-    with psycopg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres") as other:
-        with pytest.raises(ValueError, match="not to the outbox's"):
-            outbox.enqueue("POST", "/p", connection=other)
-    with pytest.raises(TypeError, match="must be a psycopg.Connection"):
+    other_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    with (
+        psycopg.connect(other_url) as other,
+        pytest.raises(ValueError, match="not to the outbox's"),
+    ):
+        outbox.enqueue("POST", "/p", connection=other)
+    with pytest.raises(TypeError, match=r"must be a psycopg.Connection"):
         outbox.enqueue("POST", "/p", connection=sqlite3.connect(":memory:"))
 
 
-def test_postgres_a_group_keeps_the_order_of_its_transactions(postgres_url: str) -> None:
+def test_postgres_a_group_keeps_the_order_of_its_transactions(
+    postgres_url: str,
+) -> None:
     """A later enqueue of a group waits for an earlier open transaction of
     the same group, so it can never become visible (and due) before it."""
     import psycopg
@@ -162,7 +169,9 @@ def test_postgres_a_group_keeps_the_order_of_its_transactions(postgres_url: str)
 # -- a producer killed just after an enqueue was acknowledged ------------------
 
 
-def test_an_acknowledged_enqueue_survives_the_producer_killed(outbox_target: str) -> None:
+def test_an_acknowledged_enqueue_survives_the_producer_killed(
+    outbox_target: str,
+) -> None:
     Outbox(outbox_target)
     producer = subprocess.Popen(
         [sys.executable, "-m", "tests.outbox_producer_child", outbox_target],

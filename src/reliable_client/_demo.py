@@ -39,7 +39,7 @@ from ._idempotency import Idempotency
 from ._policy import RetryPolicy
 from .testing import ChaosServer, FaultMix
 
-__all__ = ["PaymentsApp", "main", "run_demo"]
+__all__ = ["CompleteBodies", "PaymentsApp", "main", "run_demo"]
 
 CALLERS = ("plain httpx", "naive retries", "reliable_client")
 DEFAULT_FAULTS = (
@@ -103,6 +103,49 @@ class PaymentsApp:
             payment = {"id": payment_id, "amount": amount, "reference": reference}
             self.payments[payment_id] = payment
         await _respond(send, 201, payment, f"/payments/{payment_id}")
+
+
+class CompleteBodies:
+    """ASGI: pass a request on only when its whole body arrived.
+
+    A client killed between writing a request's headers and its body leaves
+    the server a cut request.  A real HTTP server drops it (the app sees a
+    disconnect); ChaosServer hands the cut body to the app as if complete,
+    where the Idempotency-Key middleware would claim the key for the wrong
+    payload.  In front of the middleware, this does what a real server does:
+    the cut request goes no further (its client is gone and reads nothing).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        expected = 0
+        for name, value in scope["headers"]:
+            if name.lower() == b"content-length" and value.strip().isdigit():
+                expected = int(value)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if len(body) < expected:
+            await _respond(send, 400, {"detail": "request body cut short"})
+            return
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return dict(await receive())
+
+        await self.app(scope, replay, send)
 
 
 async def _respond(
