@@ -1,11 +1,13 @@
-"""The async relay: ``Outbox.adeliver`` and ``Outbox.arun``, deliveries as
-tasks through a ``reliable_client.AsyncClient``.
+"""The async relay: ``Outbox.adeliver`` and ``Outbox.arun``, through a
+``reliable_client.AsyncClient``.
 
-The same loop as the sync relay: claim as slots free up, renew leases, on
-stop (or SIGTERM) give back what is unsent and let what is being sent
-finish.  The store's calls block, so they run in a worker thread; the event
-loop never waits on a database.  What a result means is decided by the
-shared core.
+The sync relay's design with tasks for threads: ``concurrency`` worker
+tasks each record their last result and claim their next entry in one
+store transaction, then deliver it; the calling task renews leases, starts
+extra workers for idle endpoints, purges (``arun``) and stops on the stop
+event or SIGTERM.  The store's calls block, so they run in a worker thread:
+the event loop never waits on a database.  What a result means is decided
+by the shared core.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 from ._model import Claimed, DeliveryCounts, OutboxError, Result
 from ._relay_core import (
     PURGE_BATCHES,
+    Finished,
     RelayCore,
     label_of,
     logger,
@@ -49,110 +52,81 @@ class AsyncRelay:
         *,
         concurrency: int,
         poll_interval: float,
+        limit: int | None = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
-        self.core = RelayCore(outbox, concurrency)
+        self.core = RelayCore(outbox, concurrency, limit)
         self.poll_interval = poll_interval
-        self._changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._work_ready = asyncio.Event()  # wake idle workers
+        self._main = asyncio.Event()
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._one_pass = True
+        self._cutoff: float | None = None
+        self._failure: OutboxError | None = None
 
     def wake(self) -> None:
-        """Look for work now; safe from any thread."""
+        """Wake idle workers (an entry was enqueued); safe from any thread."""
         with contextlib.suppress(RuntimeError):  # the loop has closed
-            self._loop.call_soon_threadsafe(self._changed.set)
+            self._loop.call_soon_threadsafe(self._work_ready.set)
 
     async def _store(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    # -- the loop -----------------------------------------------------------------
+    # -- the calling task ------------------------------------------------------------
 
-    async def deliver(self, limit: int | None) -> DeliveryCounts:
-        cutoff = await self._store(self.core.store.now)
-        return await self._run_loop(limit=limit, stop=None, cutoff=cutoff)
+    async def deliver(self) -> DeliveryCounts:
+        self._cutoff = await self._store(self.core.store.now)
+        return await self._run_loop(stop=None)
 
     async def run(self, stop: StopEvent | None) -> DeliveryCounts:
         stop = stop if stop is not None else asyncio.Event()
-        async with _sigterm_sets(stop, self.wake):
-            return await self._run_loop(limit=None, stop=stop, cutoff=None)
+        self._one_pass = False
+        async with _sigterm_sets(stop, self._main.set):
+            return await self._run_loop(stop=stop)
 
-    async def _run_loop(
-        self,
-        *,
-        limit: int | None,
-        stop: StopEvent | None,
-        cutoff: float | None,
-    ) -> DeliveryCounts:
+    async def _run_loop(self, *, stop: StopEvent | None) -> DeliveryCounts:
         core = self.core
-        one_pass = stop is None
-        started = 0
-        failure: OutboxError | None = None
-        pause = record_delays()
+        workers = {self._start(None) for _ in range(core.concurrency)}
         self.outbox._relays.add(self)
         try:
             while stop is None or not stop.is_set():
-                await self._renew()
-                if not one_pass and core.purge_due(time.monotonic()):
-                    await self._purge()
-                want, exclude = core.wanted(time.monotonic())
-                if limit is not None:
-                    want = min(want, limit - started)
-                drained = limit is not None and started >= limit
-                if want > 0:
-                    try:
-                        batch = await self._store(
-                            core.store.claim,
-                            core.holder,
-                            want,
-                            core.lease,
-                            cutoff=cutoff,
-                            exclude=exclude,
-                        )
-                    except OutboxError as exc:
-                        if one_pass:
-                            failure = exc
-                            break
-                        logger.warning("outbox relay: claiming failed: %s", exc)
-                        await self._wait(pause())
-                        continue
-                    pause = record_delays()
-                    for claimed in batch:
-                        core.hold(claimed, time.monotonic())
-                        task = asyncio.create_task(self._deliver_one(claimed))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
-                    started += len(batch)
-                    if batch and len(batch) == want:
-                        continue  # there may be more
-                    if exclude and not batch:
-                        core.overflow_found_nothing(
-                            time.monotonic(), self.poll_interval
-                        )
-                    drained = drained or not exclude
-                if one_pass and drained and core.busy() == 0:
+                workers = {w for w in workers if not w.done()}
+                if self._one_pass and not workers:
                     break
-                await self._wait(core.next_wake(time.monotonic(), self.poll_interval))
+                await self._renew()
+                now = time.monotonic()
+                if not self._one_pass and core.purge_due(now):
+                    await self._purge()
+                exclude = core.extra_worker(now)
+                if exclude is not None:
+                    workers.add(self._start(exclude))
+                await self._wait_main(
+                    core.next_wake(time.monotonic(), self.poll_interval)
+                )
         except asyncio.CancelledError:
-            for task in list(self._tasks):
-                task.cancel()
+            for worker in workers:
+                worker.cancel()  # their leases run out; then they are redelivered
             raise
         finally:
             self._stopping = True
-            while self._tasks:
+            self._work_ready.set()
+            while any(not w.done() for w in workers):
                 await self._renew()
-                await self._wait(core.next_wake(time.monotonic(), _STOP_CHECK))
+                await self._wait_main(core.next_wake(time.monotonic(), 1.0))
             self.outbox._relays.discard(self)
-        if failure is not None:
-            raise failure
+        if self._failure is not None:
+            raise self._failure
         return core.counts()
 
-    async def _wait(self, seconds: float) -> None:
-        if not self._changed.is_set():
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(seconds, _STOP_CHECK))
-        self._changed.clear()
+    def _start(self, exclude: list[str] | None) -> asyncio.Task[None]:
+        return asyncio.create_task(self._work(exclude))
+
+    async def _wait_main(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._main.wait(), min(seconds, _STOP_CHECK))
+        self._main.clear()
 
     async def _purge(self) -> None:
         try:
@@ -172,15 +146,91 @@ class AsyncRelay:
             return
         core.renewed(asked, kept)
 
-    # -- one delivery ------------------------------------------------------------
+    # -- a worker ------------------------------------------------------------------
 
-    async def _deliver_one(self, claimed: Claimed) -> None:
+    async def _work(self, exclude: list[str] | None) -> None:
+        """Record, claim, deliver, over and over (an extra worker: once)."""
+        core = self.core
+        extra = exclude is not None
+        todo: Finished | None = None
+        claims = 1 if extra else -1  # -1: no end
+        pause = record_delays()
+        try:
+            while True:
+                want = 0
+                if claims != 0 and not self._stopping and core.reserve():
+                    want = 1
+                if todo is None and not want:
+                    return
+                results = [] if todo is None else [(todo.claimed, todo.result)]
+                try:
+                    written, batch = await self._store(
+                        core.store.settle,
+                        results,
+                        core.holder,
+                        want,
+                        core.lease,
+                        cutoff=self._cutoff,
+                        exclude=exclude or (),
+                    )
+                except OutboxError as exc:
+                    if want:
+                        core.unreserve()
+                        if extra:
+                            core.extra_claimed(
+                                False, time.monotonic(), self.poll_interval
+                            )
+                    if todo is not None and core.recording_expired(todo):
+                        core.done(todo.claimed, todo.result, False, todo.label)
+                        todo = None
+                    if todo is None and self._one_pass:
+                        self._failure = self._failure or exc  # deliver() raises it
+                        return
+                    if todo is None and extra:
+                        return
+                    logger.warning("outbox relay: the store failed: %s", exc)
+                    await asyncio.sleep(pause())
+                    continue
+                pause = record_delays()
+                if todo is not None:
+                    core.done(todo.claimed, todo.result, written[0], todo.label)
+                    todo = None
+                if want:
+                    claims -= 1
+                    if extra:
+                        core.extra_claimed(
+                            bool(batch), time.monotonic(), self.poll_interval
+                        )
+                if not batch:
+                    if want:
+                        core.unreserve()
+                    if self._one_pass or extra or self._stopping:
+                        return
+                    await self._idle()
+                    continue
+                claimed = batch[0]
+                core.hold(claimed, time.monotonic(), extra=extra)
+                if not extra:
+                    self._work_ready.set()  # there may be more for an idle worker
+                todo = await self._deliver_one(claimed)
+        finally:
+            if extra:
+                core.extra_done()
+            self._main.set()
+
+    async def _idle(self) -> None:
+        if not self._work_ready.is_set():
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._work_ready.wait(), self.poll_interval)
+        self._work_ready.clear()
+
+    async def _deliver_one(self, claimed: Claimed) -> Finished | None:
         core = self.core
         request: httpx.Request | None = None
         try:
             if self._stopping:
                 await self._release(claimed)
-                return
+                return None
             try:
                 plan = core.prepare(claimed, self.client)
                 if isinstance(plan, Result):
@@ -190,16 +240,16 @@ class AsyncRelay:
                     result = await self._send(claimed, request)
             except Exception as exc:
                 result = core.failed(claimed, exc)
-            recorded = await self._record(claimed, result)
-            core.done(claimed, result, recorded, label_of(claimed, request))
+            return Finished(
+                claimed, result, label_of(claimed, request), time.monotonic()
+            )
         except asyncio.CancelledError:
-            core.let_go(claimed)  # its lease runs out; then it is redelivered
+            core.let_go(claimed)  # its lease runs out; then it is delivered again
             raise
         except BaseException:
             core.let_go(claimed)
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)
-        finally:
-            self._changed.set()
+            return None
 
     async def _send(self, claimed: Claimed, request: httpx.Request) -> Result:
         response = await self.client.send(request, stream=True)
@@ -208,23 +258,6 @@ class AsyncRelay:
         finally:
             await response.aclose()
         return self.core.answered(claimed, response, body)
-
-    async def _record(self, claimed: Claimed, result: Result) -> bool:
-        give_up = time.monotonic() + self.core.lease
-        pause = record_delays()
-        while True:
-            try:
-                return await self._store(self.core.store.record, claimed, result)
-            except OutboxError as exc:
-                if time.monotonic() >= give_up:
-                    logger.error(
-                        "outbox entry %s: result not recorded (%s); it will be "
-                        "delivered again, with the same key, after its lease",
-                        claimed.id,
-                        exc,
-                    )
-                    return False
-                await asyncio.sleep(pause())
 
     async def _release(self, claimed: Claimed) -> None:
         try:

@@ -293,8 +293,10 @@ class Outbox:
         what happened."""
         self._check_client(client, asynchronous=False)
         self._check_limit(limit)
-        relay = SyncRelay(self, client, concurrency=concurrency, poll_interval=0.5)
-        return relay.deliver(limit)
+        relay = SyncRelay(
+            self, client, concurrency=concurrency, poll_interval=0.5, limit=limit
+        )
+        return relay.deliver()
 
     def run(
         self,
@@ -326,8 +328,10 @@ class Outbox:
         """:meth:`deliver` through an ``AsyncClient``."""
         self._check_client(client, asynchronous=True)
         self._check_limit(limit)
-        relay = AsyncRelay(self, client, concurrency=concurrency, poll_interval=0.5)
-        return await relay.deliver(limit)
+        relay = AsyncRelay(
+            self, client, concurrency=concurrency, poll_interval=0.5, limit=limit
+        )
+        return await relay.deliver()
 
     async def arun(
         self,

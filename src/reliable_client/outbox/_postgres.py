@@ -61,6 +61,16 @@ _INSERT = (
     f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW})"
     f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
 )
+_RECORD = (
+    f"UPDATE {TABLE} SET state = %(state)s, attempts = attempts + %(attempts)s,"
+    " last_error = %(reason)s, status = %(status)s, response_headers = %(headers)s,"
+    " response_body = %(body)s, already_existed = %(existed)s,"
+    f" due_at = {_NOW} + %(delay)s {_SECONDS},"
+    f" delivered_at = CASE WHEN %(state)s = 'delivered' THEN {_NOW} END,"
+    f" finished_at = CASE WHEN %(state)s <> 'pending' THEN {_NOW} END,"
+    " lease_until = NULL, holder = NULL"
+    " WHERE seq = %(seq)s AND token = %(token)s AND state = 'pending'"
+)
 _BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 
 
@@ -285,20 +295,29 @@ class PostgresStore(OutboxStore):
             ).fetchall()
         return [row_to_entry(row) for row in rows]
 
-    def claim(
+    def settle(
         self,
+        results: Sequence[tuple[Claimed, Result]],
         holder: str,
         count: int,
         lease: float,
         *,
         cutoff: float | None = None,
         exclude: Sequence[str] = (),
-    ) -> list[Claimed]:
-        if count <= 0:
-            return []
-        due = _NOW if cutoff is None else f"LEAST({_NOW}, to_timestamp(%s))"
-        params: list[Any] = [] if cutoff is None else [cutoff]
+    ) -> tuple[list[bool], list[Claimed]]:
+        if not results and count <= 0:
+            return [], []
+        # One statement each, each its own transaction (autocommit): a claim
+        # is one UPDATE of rows it locks with SKIP LOCKED.
         with self._connection() as conn:
+            written = [
+                conn.execute(_RECORD, _record_params(claimed, result)).rowcount == 1
+                for claimed, result in results
+            ]
+            if count <= 0:
+                return written, []
+            due = _NOW if cutoff is None else f"LEAST({_NOW}, to_timestamp(%s))"
+            params: list[Any] = [] if cutoff is None else [cutoff]
             rows = conn.execute(
                 f"WITH c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
                 f" AND due_at <= {due}"
@@ -313,7 +332,7 @@ class PostgresStore(OutboxStore):
                 (*params, list(exclude), count, lease, holder),
             ).fetchall()
         rows.sort(key=lambda row: int(row[0]))
-        return [row_to_claimed(row[:-1], float(row[-1])) for row in rows]
+        return written, [row_to_claimed(row[:-1], float(row[-1])) for row in rows]
 
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         if not held:
@@ -327,32 +346,6 @@ class PostgresStore(OutboxStore):
                 (lease, [seq for seq, _ in held], [token for _, token in held]),
             ).fetchall()
         return {int(row[0]) for row in rows}
-
-    def record(self, claimed: Claimed, result: Result) -> bool:
-        finished = _NOW if result.state != "pending" else "NULL"
-        delivered = _NOW if result.state == "delivered" else "NULL"
-        with self._connection() as conn:
-            cursor = conn.execute(
-                f"UPDATE {TABLE} SET state = %s, attempts = attempts + %s,"
-                " last_error = %s, status = %s, response_headers = %s,"
-                f" response_body = %s, already_existed = %s,"
-                f" due_at = {_NOW} + %s {_SECONDS}, delivered_at = {delivered},"
-                f" finished_at = {finished}, lease_until = NULL, holder = NULL"
-                " WHERE seq = %s AND token = %s AND state = 'pending'",
-                (
-                    result.state,
-                    result.attempts,
-                    result.reason,
-                    result.status,
-                    pairs_to_json(result.response_headers),
-                    result.response_body,
-                    result.already_existed,
-                    result.delay or 0.0,
-                    claimed.seq,
-                    claimed.token,
-                ),
-            )
-            return cursor.rowcount == 1
 
     def release(self, claimed: Claimed) -> bool:
         with self._connection() as conn:
@@ -388,3 +381,18 @@ class PostgresStore(OutboxStore):
                 (state, older_than, batch),
             )
             return cursor.rowcount
+
+
+def _record_params(claimed: Claimed, result: Result) -> dict[str, Any]:
+    return {
+        "state": result.state,
+        "attempts": result.attempts,
+        "reason": result.reason,
+        "status": result.status,
+        "headers": pairs_to_json(result.response_headers),
+        "body": result.response_body,
+        "existed": result.already_existed,
+        "delay": result.delay or 0.0,
+        "seq": claimed.seq,
+        "token": claimed.token,
+    }

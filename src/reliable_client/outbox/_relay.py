@@ -1,10 +1,13 @@
 """The sync relay: ``Outbox.deliver`` (one pass) and ``Outbox.run`` (until
-stopped), deliveries in a thread pool through a ``reliable_client.Client``.
+stopped), through a ``reliable_client.Client``.
 
-The main thread claims entries as slots free up, renews the leases of what
-is running, and on stop (or SIGTERM) claims nothing more, gives back what
-it has not sent yet and waits for what is being sent to finish and be
-recorded.  What a result means is decided by the shared core.
+``concurrency`` worker threads each record their last result and claim
+their next entry in one store transaction, then deliver it.  The calling
+thread renews the leases of what is being delivered, starts extra workers
+for idle endpoints when a slow one holds every worker, purges old entries
+(``run``), and on stop (or SIGTERM) lets the workers finish what they are
+sending, record it and claim nothing more.  What a result means is decided
+by the shared core.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -22,6 +24,7 @@ import httpx
 from ._model import Claimed, DeliveryCounts, OutboxError, Result
 from ._relay_core import (
     PURGE_BATCHES,
+    Finished,
     RelayCore,
     label_of,
     logger,
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncRelay"]
 
-# The longest the main loop sleeps before looking at ``stop`` again.
+# The longest the calling thread sleeps before looking at ``stop`` again.
 _STOP_CHECK = 0.1
 
 
@@ -47,104 +50,76 @@ class SyncRelay:
         *,
         concurrency: int,
         poll_interval: float,
+        limit: int | None = None,
     ) -> None:
         self.outbox = outbox
         self.client = client
-        self.core = RelayCore(outbox, concurrency)
+        self.core = RelayCore(outbox, concurrency, limit)
         self.poll_interval = poll_interval
         self._cond = threading.Condition()
-        self._changed = False
+        self._wakes = 0  # wake-ups for idle workers not yet taken
+        self._main = threading.Event()
         self._stopping = threading.Event()
+        self._one_pass = True
+        self._cutoff: float | None = None
+        self._failure: OutboxError | None = None
 
-    def wake(self) -> None:
-        """Look for work now (an entry was enqueued, a delivery ended)."""
+    def wake(self, workers: int = 1) -> None:
+        """Wake an idle worker: an entry was enqueued, or there may be more."""
         with self._cond:
-            self._changed = True
-            self._cond.notify_all()
+            self._wakes = min(self._wakes + workers, self.core.concurrency)
+            self._cond.notify(workers)
 
-    # -- the loop -------------------------------------------------------------
+    # -- the calling thread ----------------------------------------------------------
 
-    def deliver(self, limit: int | None) -> DeliveryCounts:
-        cutoff = self.core.store.now()
-        return self._loop(limit=limit, stop=None, cutoff=cutoff)
+    def deliver(self) -> DeliveryCounts:
+        self._cutoff = self.core.store.now()
+        return self._loop(stop=None)
 
     def run(self, stop: threading.Event | None) -> DeliveryCounts:
         stop = stop if stop is not None else threading.Event()
-        with _sigterm_sets(stop, self.wake):
-            return self._loop(limit=None, stop=stop, cutoff=None)
+        self._one_pass = False
+        with _sigterm_sets(stop, self._main.set):
+            return self._loop(stop=stop)
 
-    def _loop(
-        self,
-        *,
-        limit: int | None,
-        stop: threading.Event | None,
-        cutoff: float | None,
-    ) -> DeliveryCounts:
+    def _loop(self, *, stop: threading.Event | None) -> DeliveryCounts:
         core = self.core
-        one_pass = stop is None
-        started = 0
-        failure: OutboxError | None = None
-        pause = record_delays()
-        pool = ThreadPoolExecutor(
-            max_workers=2 * core.concurrency, thread_name_prefix="outbox-relay"
-        )
+        workers = [self._start(None) for _ in range(core.concurrency)]
         self.outbox._relays.add(self)
         try:
             while stop is None or not stop.is_set():
-                self._renew()
-                if not one_pass and core.purge_due(time.monotonic()):
-                    self._purge()
-                want, exclude = core.wanted(time.monotonic())
-                if limit is not None:
-                    want = min(want, limit - started)
-                drained = limit is not None and started >= limit
-                if want > 0:
-                    try:
-                        batch = core.store.claim(
-                            core.holder,
-                            want,
-                            core.lease,
-                            cutoff=cutoff,
-                            exclude=exclude,
-                        )
-                    except OutboxError as exc:
-                        if one_pass:
-                            failure = exc
-                            break
-                        logger.warning("outbox relay: claiming failed: %s", exc)
-                        self._wait(pause())
-                        continue
-                    pause = record_delays()
-                    for claimed in batch:
-                        core.hold(claimed, time.monotonic())
-                        pool.submit(self._deliver_one, claimed)
-                    started += len(batch)
-                    if batch and len(batch) == want:
-                        continue  # there may be more
-                    if exclude and not batch:
-                        core.overflow_found_nothing(
-                            time.monotonic(), self.poll_interval
-                        )
-                    drained = drained or not exclude
-                if one_pass and drained and core.busy() == 0:
+                workers = [w for w in workers if w.is_alive()]
+                if self._one_pass and not workers:
                     break
-                self._wait(core.next_wake(time.monotonic(), self.poll_interval))
+                self._renew()
+                now = time.monotonic()
+                if not self._one_pass and core.purge_due(now):
+                    self._purge()
+                exclude = core.extra_worker(now)
+                if exclude is not None:
+                    workers.append(self._start(exclude))
+                wait = core.next_wake(time.monotonic(), self.poll_interval)
+                self._main.wait(min(wait, _STOP_CHECK))
+                self._main.clear()
         finally:
             self._stopping.set()
-            while core.busy():
+            with self._cond:
+                self._cond.notify_all()
+            while any(w.is_alive() for w in workers):
                 self._renew()
-                self._wait(core.next_wake(time.monotonic(), _STOP_CHECK))
-            pool.shutdown(wait=True)
+                self._main.wait(min(core.next_wake(time.monotonic(), 1.0), _STOP_CHECK))
+                self._main.clear()
             self.outbox._relays.discard(self)
-        if failure is not None:
-            raise failure
+        if self._failure is not None:
+            raise self._failure
         return core.counts()
 
-    def _wait(self, seconds: float) -> None:
-        with self._cond:
-            if not self._changed:
-                self._cond.wait(min(seconds, _STOP_CHECK))
-            self._changed = False
+    def _start(self, exclude: list[str] | None) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._work, args=(exclude,), name="outbox-relay", daemon=True
+        )
+        thread.start()
+        return thread
 
     def _purge(self) -> None:
         try:
@@ -164,15 +139,91 @@ class SyncRelay:
             return
         core.renewed(asked, kept)
 
-    # -- one delivery ------------------------------------------------------------
+    # -- a worker ------------------------------------------------------------------
 
-    def _deliver_one(self, claimed: Claimed) -> None:
+    def _work(self, exclude: list[str] | None) -> None:
+        """Record, claim, deliver, over and over (an extra worker, given the
+        endpoints to leave out: once)."""
+        core = self.core
+        extra = exclude is not None
+        todo: Finished | None = None
+        claims = 1 if extra else -1  # -1: no end
+        pause = record_delays()
+        try:
+            while True:
+                want = 0
+                if claims != 0 and not self._stopping.is_set() and core.reserve():
+                    want = 1
+                if todo is None and not want:
+                    return
+                results = [] if todo is None else [(todo.claimed, todo.result)]
+                try:
+                    written, batch = core.store.settle(
+                        results,
+                        core.holder,
+                        want,
+                        core.lease,
+                        cutoff=self._cutoff,
+                        exclude=exclude or (),
+                    )
+                except OutboxError as exc:
+                    if want:
+                        core.unreserve()
+                        if extra:
+                            core.extra_claimed(
+                                False, time.monotonic(), self.poll_interval
+                            )
+                    if todo is not None and core.recording_expired(todo):
+                        core.done(todo.claimed, todo.result, False, todo.label)
+                        todo = None
+                    if todo is None and self._one_pass:
+                        self._failure = self._failure or exc  # deliver() raises it
+                        return
+                    if todo is None and extra:
+                        return
+                    logger.warning("outbox relay: the store failed: %s", exc)
+                    time.sleep(pause())
+                    continue
+                pause = record_delays()
+                if todo is not None:
+                    core.done(todo.claimed, todo.result, written[0], todo.label)
+                    todo = None
+                if want:
+                    claims -= 1
+                    if extra:
+                        core.extra_claimed(
+                            bool(batch), time.monotonic(), self.poll_interval
+                        )
+                if not batch:
+                    if want:
+                        core.unreserve()
+                    if self._one_pass or extra or self._stopping.is_set():
+                        return
+                    self._idle()
+                    continue
+                claimed = batch[0]
+                core.hold(claimed, time.monotonic(), extra=extra)
+                if not extra:
+                    self.wake()  # there may be more for an idle worker
+                todo = self._deliver_one(claimed)
+        finally:
+            if extra:
+                core.extra_done()
+            self._main.set()
+
+    def _idle(self) -> None:
+        with self._cond:
+            if not self._wakes and not self._stopping.is_set():
+                self._cond.wait(self.poll_interval)
+            self._wakes = max(self._wakes - 1, 0)
+
+    def _deliver_one(self, claimed: Claimed) -> Finished | None:
         core = self.core
         request: httpx.Request | None = None
         try:
             if self._stopping.is_set():
                 self._release(claimed)
-                return
+                return None
             try:
                 plan = core.prepare(claimed, self.client)
                 if isinstance(plan, Result):
@@ -182,41 +233,21 @@ class SyncRelay:
                     result = self._send(claimed, request)
             except Exception as exc:
                 result = core.failed(claimed, exc)
-            recorded = self._record(claimed, result)
-            core.done(claimed, result, recorded, label_of(claimed, request))
+            return Finished(
+                claimed, result, label_of(claimed, request), time.monotonic()
+            )
         except BaseException:
-            core.let_go(claimed)
+            core.let_go(claimed)  # its lease runs out; then it is delivered again
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)
-        finally:
-            self.wake()
+            return None
 
     def _send(self, claimed: Claimed, request: httpx.Request) -> Result:
-        core = self.core
         response = self.client.send(request, stream=True)
         try:
             body = _read(response, self.outbox.max_response_body)
         finally:
             response.close()
-        return core.answered(claimed, response, body)
-
-    def _record(self, claimed: Claimed, result: Result) -> bool:
-        """Write the result, trying again while the store fails (at most a
-        lease long: after that another relay may hold the entry)."""
-        give_up = time.monotonic() + self.core.lease
-        pause = record_delays()
-        while True:
-            try:
-                return self.core.store.record(claimed, result)
-            except OutboxError as exc:
-                if time.monotonic() >= give_up:
-                    logger.error(
-                        "outbox entry %s: result not recorded (%s); it will be "
-                        "delivered again, with the same key, after its lease",
-                        claimed.id,
-                        exc,
-                    )
-                    return False
-                time.sleep(pause())
+        return self.core.answered(claimed, response, body)
 
     def _release(self, claimed: Claimed) -> None:
         try:

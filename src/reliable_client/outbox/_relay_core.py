@@ -1,11 +1,14 @@
-"""What the sync and async relays share: the slots they fill, the leases
-they renew, what a delivery's outcome records, counters and logging.  The
-relays themselves (``_relay.py``, ``_arelay.py``) only do the I/O.
+"""What the sync and async relays share: their workers' bookkeeping, the
+leases they renew, what a delivery's outcome records, counters and logging.
+The relays themselves (``_relay.py``, ``_arelay.py``) only do the I/O.
 
-Slots: a relay runs up to ``concurrency`` deliveries at once.  When all of
-them have been busy for a while (a slow endpoint), it may start up to
-``concurrency`` more, one at a time and each for an endpoint that has no
-delivery running, so that one slow endpoint cannot stall the others.
+Workers: a relay runs ``concurrency`` workers.  Each one, in a single store
+transaction, records the result of its last delivery and claims its next
+entry, then delivers it: one transaction per delivery, no central loop to
+wait for.  When every worker has been busy with one delivery for a while (a
+slow endpoint), the relay adds extra one-shot workers, up to
+``concurrency`` of them, each for an endpoint with nothing running, so that
+one slow endpoint cannot stall the others.
 """
 
 from __future__ import annotations
@@ -50,17 +53,28 @@ def new_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A delivery's result, to be recorded by its worker's next transaction."""
+
+    claimed: Claimed
+    result: Result
+    label: str
+    since: float  # time.monotonic() when it was ready
+
+
 @dataclass
 class _Held:
     claimed: Claimed
     started: float  # time.monotonic() when claimed
     renewed: float
+    extra: bool  # held by an extra one-shot worker
 
 
 class RelayCore:
     """The state of one ``deliver``/``run`` (sync or async)."""
 
-    def __init__(self, outbox: Outbox, concurrency: int) -> None:
+    def __init__(self, outbox: Outbox, concurrency: int, limit: int | None) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise TypeError(
                 f"concurrency must be an int, got {type(concurrency).__name__}"
@@ -76,29 +90,52 @@ class RelayCore:
         self.held: dict[int, _Held] = {}
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self._overflow_quiet_until = 0.0
+        self._limit = limit
+        self._reserved = 0
+        self._extras = 0  # extra workers running
+        self._extra_quiet_until = 0.0
         self._next_purge = 0.0
 
-    # -- slots and leases -------------------------------------------------
+    # -- claims ----------------------------------------------------------------
 
-    def wanted(self, now: float) -> tuple[int, list[str]]:
-        """How many entries to claim now, and the endpoints to leave out."""
+    def reserve(self) -> bool:
+        """Whether a worker may claim one more entry (``limit``)."""
         with self._lock:
-            busy = len(self.held)
-            if busy < self.concurrency:
-                return self.concurrency - busy, []
-            if busy >= 2 * self.concurrency:
-                return 0, []
-            oldest = min(h.started for h in self.held.values())
-            if now - oldest < OVERFLOW_AFTER or now < self._overflow_quiet_until:
-                return 0, []
-            return 1, sorted({h.claimed.endpoint for h in self.held.values()})
+            if self._limit is not None and self._reserved >= self._limit:
+                return False
+            self._reserved += 1
+            return True
 
-    def overflow_found_nothing(self, now: float, poll: float) -> None:
-        """An extra slot's claim came back empty: look again in ``poll`` s
-        (or as soon as a delivery ends)."""
+    def unreserve(self) -> None:
         with self._lock:
-            self._overflow_quiet_until = now + poll
+            self._reserved -= 1
+
+    def extra_worker(self, now: float) -> list[str] | None:
+        """The endpoints an extra worker must leave out, if one should start
+        now: every worker has held one delivery for ``OVERFLOW_AFTER``
+        seconds, and fewer than ``concurrency`` extra workers run."""
+        with self._lock:
+            regular = [h for h in self.held.values() if not h.extra]
+            if (
+                len(regular) < self.concurrency
+                or self._extras >= self.concurrency
+                or now < self._extra_quiet_until
+                or now - min(h.started for h in regular) < OVERFLOW_AFTER
+            ):
+                return None
+            self._extras += 1
+            self._extra_quiet_until = float("inf")  # until this one has claimed
+            return sorted({h.claimed.endpoint for h in self.held.values()})
+
+    def extra_claimed(self, found: bool, now: float, poll: float) -> None:
+        """An extra worker's claim came back (empty: look again in ``poll``
+        seconds, or as soon as a delivery ends)."""
+        with self._lock:
+            self._extra_quiet_until = now if found else now + poll
+
+    def extra_done(self) -> None:
+        with self._lock:
+            self._extras -= 1
 
     def purge_due(self, now: float) -> bool:
         """Whether a running relay should purge old entries now."""
@@ -107,18 +144,34 @@ class RelayCore:
         self._next_purge = now + PURGE_EVERY
         return True
 
-    def hold(self, claimed: Claimed, now: float) -> None:
+    def hold(self, claimed: Claimed, now: float, *, extra: bool = False) -> None:
         with self._lock:
-            self.held[claimed.seq] = _Held(claimed, now, now)
+            self.held[claimed.seq] = _Held(claimed, now, now, extra)
 
     def let_go(self, claimed: Claimed) -> None:
         with self._lock:
             self.held.pop(claimed.seq, None)
-            self._overflow_quiet_until = 0.0  # a slot is free: look again
+            if self._extra_quiet_until != float("inf"):
+                self._extra_quiet_until = 0.0  # a slot is free: look again
 
     def busy(self) -> int:
         with self._lock:
             return len(self.held)
+
+    def recording_expired(self, item: Finished) -> bool:
+        """Whether to stop trying to record ``item`` while the store fails:
+        after a lease, another relay may hold the entry and deliver it
+        again (with the same key)."""
+        if time.monotonic() - item.since < self.lease:
+            return False
+        logger.error(
+            "outbox entry %s: result not recorded (the store fails); it will be "
+            "delivered again, with the same key, after its lease",
+            item.claimed.id,
+        )
+        return True
+
+    # -- leases ------------------------------------------------------------------
 
     def renewals(self, now: float) -> list[tuple[int, int]]:
         """The leases to renew now (a third of the lease since the last)."""
@@ -142,14 +195,14 @@ class RelayCore:
                 )
 
     def next_wake(self, now: float, poll: float) -> float:
-        """Seconds until something is due: a renewal, an overflow check."""
+        """Seconds until something is due: a renewal, an extra worker."""
         wait = poll
         with self._lock:
             for h in self.held.values():
                 wait = min(wait, h.renewed + self.lease / 3 - now)
-            if len(self.held) >= self.concurrency and self.held:
-                oldest = min(h.started for h in self.held.values())
-                ready = max(oldest + OVERFLOW_AFTER, self._overflow_quiet_until)
+            regular = [h.started for h in self.held.values() if not h.extra]
+            if len(regular) >= self.concurrency:
+                ready = max(min(regular) + OVERFLOW_AFTER, self._extra_quiet_until)
                 wait = min(wait, ready - now)
         return max(wait, 0.001)
 

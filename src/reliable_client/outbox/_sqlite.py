@@ -20,7 +20,7 @@ from typing import Any
 
 from ._model import Claimed, NewEntry, OutboxEntry, Result, State
 from ._schema import TABLE
-from ._sqlite_file import SQLiteFile, immediate
+from ._sqlite_file import SQLiteFile
 from ._store import (
     CLAIM_COLUMNS,
     ENTRY_COLUMNS,
@@ -44,6 +44,12 @@ _INSERT = (
     f"INSERT OR IGNORE INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
     " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_RECORD = (
+    f"UPDATE {TABLE} SET state = ?, attempts = attempts + ?, last_error = ?,"
+    " status = ?, response_headers = ?, response_body = ?, already_existed = ?,"
+    " due_at = ?, delivered_at = ?, finished_at = ?, lease_until = NULL,"
+    " holder = NULL WHERE seq = ? AND token = ? AND state = 'pending'"
 )
 _BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = ?"
 
@@ -89,7 +95,7 @@ class SQLiteStore(OutboxStore):
         if connection is not None:
             self._file.check_connection(connection)
             return self._add(connection, entry)
-        with self._file.connection(sync=self._sync) as conn, immediate(conn):
+        with self._file.write(sync=self._sync) as conn:
             return self._add(conn, entry)
 
     def _add(
@@ -154,51 +160,55 @@ class SQLiteStore(OutboxStore):
             ).fetchall()
         return [row_to_entry(row) for row in rows]
 
-    def claim(
+    def settle(
         self,
+        results: Sequence[tuple[Claimed, Result]],
         holder: str,
         count: int,
         lease: float,
         *,
         cutoff: float | None = None,
         exclude: Sequence[str] = (),
-    ) -> list[Claimed]:
+    ) -> tuple[list[bool], list[Claimed]]:
+        # One statement each, each its own transaction: a claim's read and
+        # update are one UPDATE, which holds the write lock from its start.
+        written = []
+        for claimed, result in results:
+            rowcount, _ = self._file.write_one(
+                _RECORD, _record_params(claimed, result, time.time())
+            )
+            written.append(rowcount == 1)
         if count <= 0:
-            return []
+            return written, []
+        now = time.time()
         skip = (
             f" AND endpoint NOT IN ({', '.join('?' * len(exclude))})" if exclude else ""
         )
-        with self._file.connection() as conn, immediate(conn):
-            now = time.time()
-            due = now if cutoff is None else min(now, cutoff)
-            seqs = [
-                row[0]
-                for row in conn.execute(
-                    f"SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
-                    " AND due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
-                    " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
-                    f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
-                    f"{skip} ORDER BY due_at, seq LIMIT ?",
-                    (due, now, *exclude, count),
-                )
-            ]
-            if not seqs:
-                return []
-            marks = ", ".join("?" * len(seqs))
-            rows = conn.execute(
-                f"UPDATE {TABLE} SET token = token + 1, deliveries = deliveries + 1,"
-                f" lease_until = ?, holder = ? WHERE seq IN ({marks})"
-                f" RETURNING {_CLAIM}",
-                (now + lease, holder, *seqs),
-            ).fetchall()
-        rows.sort(key=lambda row: seqs.index(row[0]))
-        return [row_to_claimed(row, now) for row in rows]
+        _, rows = self._file.write_one(
+            f"UPDATE {TABLE} SET token = token + 1, deliveries = deliveries + 1,"
+            " lease_until = ?, holder = ? WHERE seq IN (SELECT seq FROM"
+            f" {TABLE} AS o WHERE state = 'pending' AND due_at <= ?"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
+            " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
+            f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
+            f"{skip} ORDER BY due_at, seq LIMIT ?) RETURNING {_CLAIM}",
+            (
+                now + lease,
+                holder,
+                now if cutoff is None else min(now, cutoff),
+                now,
+                *exclude,
+                count,
+            ),
+        )
+        rows.sort(key=lambda row: int(row[0]))
+        return written, [row_to_claimed(row, now) for row in rows]
 
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         kept: set[int] = set()
         if not held:
             return kept
-        with self._file.connection() as conn, immediate(conn):
+        with self._file.write() as conn:
             until = time.time() + lease
             for seq, token in held:
                 cursor = conn.execute(
@@ -210,35 +220,8 @@ class SQLiteStore(OutboxStore):
                     kept.add(seq)
         return kept
 
-    def record(self, claimed: Claimed, result: Result) -> bool:
-        with self._file.connection() as conn, immediate(conn):
-            now = time.time()
-            finished = None if result.state == "pending" else now
-            cursor = conn.execute(
-                f"UPDATE {TABLE} SET state = ?, attempts = attempts + ?,"
-                " last_error = ?, status = ?, response_headers = ?,"
-                " response_body = ?, already_existed = ?, due_at = ?,"
-                " delivered_at = ?, finished_at = ?, lease_until = NULL,"
-                " holder = NULL WHERE seq = ? AND token = ? AND state = 'pending'",
-                (
-                    result.state,
-                    result.attempts,
-                    result.reason,
-                    result.status,
-                    pairs_to_json(result.response_headers),
-                    result.response_body,
-                    int(result.already_existed),
-                    now + (result.delay or 0.0),
-                    now if result.state == "delivered" else None,
-                    finished,
-                    claimed.seq,
-                    claimed.token,
-                ),
-            )
-            return cursor.rowcount == 1
-
     def release(self, claimed: Claimed) -> bool:
-        with self._file.connection() as conn, immediate(conn):
+        with self._file.write() as conn:
             cursor = conn.execute(
                 f"UPDATE {TABLE} SET lease_until = NULL, holder = NULL,"
                 " deliveries = max(deliveries - 1, 0)"
@@ -249,7 +232,7 @@ class SQLiteStore(OutboxStore):
 
     def retry(self, entry_id: str | None) -> int:
         only, params = ("AND id = ?", (entry_id,)) if entry_id is not None else ("", ())
-        with self._file.connection() as conn, immediate(conn):
+        with self._file.write() as conn:
             now = time.time()
             cursor = conn.execute(
                 f"UPDATE {TABLE} SET state = 'pending', due_at = ?, horizon_from = ?,"
@@ -261,10 +244,27 @@ class SQLiteStore(OutboxStore):
             return cursor.rowcount
 
     def purge(self, state: State, older_than: float, batch: int) -> int:
-        with self._file.connection() as conn, immediate(conn):
+        with self._file.write() as conn:
             cursor = conn.execute(
                 f"DELETE FROM {TABLE} WHERE seq IN (SELECT seq FROM {TABLE}"
                 " WHERE state = ? AND finished_at <= ? ORDER BY finished_at LIMIT ?)",
                 (state, time.time() - older_than, batch),
             )
             return cursor.rowcount
+
+
+def _record_params(claimed: Claimed, result: Result, now: float) -> tuple[Any, ...]:
+    return (
+        result.state,
+        result.attempts,
+        result.reason,
+        result.status,
+        pairs_to_json(result.response_headers),
+        result.response_body,
+        int(result.already_existed),
+        now + (result.delay or 0.0),
+        now if result.state == "delivered" else None,
+        None if result.state == "pending" else now,
+        claimed.seq,
+        claimed.token,
+    )

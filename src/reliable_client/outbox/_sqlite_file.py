@@ -13,8 +13,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from ._model import OutboxError
 from ._schema import META, SCHEMA_VERSION, SQLITE_SCHEMA, TABLE, judge_schema
@@ -22,6 +23,27 @@ from ._schema import META, SCHEMA_VERSION, SQLITE_SCHEMA, TABLE, judge_schema
 __all__ = ["SQLiteFile", "immediate"]
 
 _POOL = 32
+# One write lock per file and process: threads of one process take turns
+# here, and never meet in SQLite's busy handler, which sleeps for
+# milliseconds between tries; other processes still wait in it.
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_LOCK = threading.Lock()
+
+
+def _forget_write_locks() -> None:
+    _WRITE_LOCKS.clear()  # a forked child's threads are gone, and their locks
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_write_locks)
+
+
+def _write_lock(path: str) -> threading.Lock:
+    with _WRITE_LOCKS_LOCK:
+        lock = _WRITE_LOCKS.get(path)
+        if lock is None:
+            lock = _WRITE_LOCKS[path] = threading.Lock()
+        return lock
 
 
 class SQLiteFile:
@@ -131,6 +153,26 @@ class SQLiteFile:
             conn.close()
             raise
         self._give_back(conn)
+
+    def write_one(self, sql: str, params: Sequence[Any]) -> tuple[int, list[Any]]:
+        """Run one writing statement in a transaction of its own (SQLite
+        takes the write lock as the statement starts), this process's
+        writers one at a time; return its rowcount and rows (RETURNING)."""
+        with _write_lock(self.path), self.connection() as conn:
+            cursor = conn.execute(sql, params)
+            rows = cursor.fetchall()
+            return cursor.rowcount, rows
+
+    @contextmanager
+    def write(self, *, sync: str = "NORMAL") -> Iterator[sqlite3.Connection]:
+        """A connection in a ``BEGIN IMMEDIATE`` transaction, committed at the
+        end (rolled back on an error), this process's writers one at a time."""
+        with (
+            _write_lock(self.path),
+            self.connection(sync=sync) as conn,
+            immediate(conn),
+        ):
+            yield conn
 
     def _error(self, exc: sqlite3.Error, doing: str) -> OutboxError:
         if doing == "open":

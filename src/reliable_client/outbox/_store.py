@@ -86,6 +86,22 @@ class OutboxStore(abc.ABC):
         """Up to ``limit`` entries (of ``state``, if given) in enqueue order."""
 
     @abc.abstractmethod
+    def settle(
+        self,
+        results: Sequence[tuple[Claimed, Result]],
+        holder: str,
+        count: int,
+        lease: float,
+        *,
+        cutoff: float | None = None,
+        exclude: Sequence[str] = (),
+    ) -> tuple[list[bool], list[Claimed]]:
+        """Write deliveries' ``results`` (each only if its ``claimed.token``
+        still holds the entry), then lease up to ``count`` due entries to
+        ``holder`` for ``lease`` seconds, each write atomic.  ``cutoff`` (store
+        clock): only entries due by then; ``exclude``: endpoints to leave
+        out.  Returns which results were written, and what was claimed."""
+
     def claim(
         self,
         holder: str,
@@ -95,18 +111,21 @@ class OutboxStore(abc.ABC):
         cutoff: float | None = None,
         exclude: Sequence[str] = (),
     ) -> list[Claimed]:
-        """Lease up to ``count`` due entries for ``lease`` seconds.  ``cutoff``
-        (store clock): only entries due by then.  ``exclude``: endpoints to
-        leave out."""
+        """Lease up to ``count`` due entries (see :meth:`settle`)."""
+        return self.settle([], holder, count, lease, cutoff=cutoff, exclude=exclude)[1]
 
     @abc.abstractmethod
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         """Extend the leases of ``(seq, token)`` pairs still held; return the
         seqs whose lease was extended."""
 
-    @abc.abstractmethod
+    def record_many(self, results: Sequence[tuple[Claimed, Result]]) -> list[bool]:
+        """Write deliveries' results (see :meth:`settle`)."""
+        return self.settle(results, "", 0, 0.0)[0]
+
     def record(self, claimed: Claimed, result: Result) -> bool:
-        """Write a delivery's result if ``claimed.token`` still holds it."""
+        """Write one delivery's result if ``claimed.token`` still holds it."""
+        return self.record_many([(claimed, result)])[0]
 
     @abc.abstractmethod
     def release(self, claimed: Claimed) -> bool:
