@@ -115,6 +115,8 @@ class AsyncRelay:
             while any(not w.done() for w in workers):
                 await self._renew()
                 await self._wait_main(core.next_wake(time.monotonic(), 1.0))
+            for claimed in core.drain_ready():
+                await self._release(claimed)  # claimed ahead, never sent
             self.outbox._relays.discard(self)
         if self._failure is not None:
             raise self._failure
@@ -153,65 +155,54 @@ class AsyncRelay:
         core = self.core
         extra = exclude is not None
         todo: Finished | None = None
-        claims = 1 if extra else -1  # -1: no end
+        claims_left = 1 if extra else -1  # -1: no end
         pause = record_delays()
         try:
             while True:
-                want = 0
-                if claims != 0 and not self._stopping and core.reserve():
-                    want = 1
-                if todo is None and not want:
+                plan = core.plan(
+                    todo, exclude, stopping=self._stopping, claims_left=claims_left
+                )
+                if plan.empty:
                     return
-                results = [] if todo is None else [(todo.claimed, todo.result)]
-                try:
-                    written, batch = await self._store(
-                        core.store.settle,
-                        results,
-                        core.holder,
-                        want,
-                        core.lease,
-                        cutoff=self._cutoff,
-                        exclude=exclude or (),
-                    )
-                except OutboxError as exc:
-                    if want:
-                        core.unreserve()
-                        if extra:
-                            core.extra_claimed(
-                                False, time.monotonic(), self.poll_interval
-                            )
-                    if todo is not None and core.recording_expired(todo):
-                        core.done(todo.claimed, todo.result, False, todo.label)
-                        todo = None
-                    if todo is None and self._one_pass:
-                        self._failure = self._failure or exc  # deliver() raises it
-                        return
-                    if todo is None and extra:
-                        return
-                    logger.warning("outbox relay: the store failed: %s", exc)
-                    await asyncio.sleep(pause())
-                    continue
-                pause = record_delays()
-                if todo is not None:
-                    core.done(todo.claimed, todo.result, written[0], todo.label)
-                    todo = None
-                if want:
-                    claims -= 1
-                    if extra:
-                        core.extra_claimed(
-                            bool(batch), time.monotonic(), self.poll_interval
+                written: list[bool] = []
+                batch: list[Claimed] = []
+                if plan.calls_store:
+                    try:
+                        written, batch = await self._store(
+                            core.store.settle,
+                            plan.results,
+                            core.holder,
+                            plan.want,
+                            core.lease,
+                            cutoff=self._cutoff,
+                            exclude=exclude or (),
                         )
-                if not batch:
-                    if want:
-                        core.unreserve()
+                    except OutboxError as exc:
+                        todo = core.settle_failed(
+                            plan, todo, extra=extra, poll=self.poll_interval
+                        )
+                        if todo is None and self._one_pass:
+                            self._failure = self._failure or exc  # adeliver() raises
+                            return
+                        if todo is None and extra:
+                            return
+                        logger.warning("outbox relay: the store failed: %s", exc)
+                        await asyncio.sleep(pause())
+                        continue
+                pause = record_delays()
+                if plan.want or plan.took is not None:
+                    claims_left -= 1
+                claimed = core.settled(
+                    plan, todo, written, batch, extra=extra, poll=self.poll_interval
+                )
+                todo = None
+                if claimed is None:
                     if self._one_pass or extra or self._stopping:
                         return
                     await self._idle()
                     continue
-                claimed = batch[0]
-                core.hold(claimed, time.monotonic(), extra=extra)
-                if not extra:
-                    self._work_ready.set()  # there may be more for an idle worker
+                if not extra and (len(batch) > 1 or core.has_ready()):
+                    self._work_ready.set()  # an idle worker may take one
                 todo = await self._deliver_one(claimed)
         finally:
             if extra:

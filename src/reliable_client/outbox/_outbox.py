@@ -386,6 +386,10 @@ class Outbox:
             self._counters[name] += 1
             self._counters["requests"] += requests
 
+    def _told(self, entry_id: str) -> bool:
+        """Whether anyone here wants to hear of this entry's result."""
+        return self.on_result is not None or self._waiters.waiting(entry_id)
+
     def _finished(self, entry: OutboxEntry) -> None:
         """A relay of this process delivered or buried ``entry``."""
         self._waiters.wake(str(entry.id))

@@ -61,15 +61,22 @@ _INSERT = (
     f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW})"
     f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
 )
+# Results of several deliveries in one statement.
+_RECORD_ROW = (
+    "(%s::bigint, %s::bigint, %s::text, %s::int, %s::text, %s::int, %s::text,"
+    " %s::bytea, %s::bool, %s::float8)"
+)
 _RECORD = (
-    f"UPDATE {TABLE} SET state = %(state)s, attempts = attempts + %(attempts)s,"
-    " last_error = %(reason)s, status = %(status)s, response_headers = %(headers)s,"
-    " response_body = %(body)s, already_existed = %(existed)s,"
-    f" due_at = {_NOW} + %(delay)s {_SECONDS},"
-    f" delivered_at = CASE WHEN %(state)s = 'delivered' THEN {_NOW} END,"
-    f" finished_at = CASE WHEN %(state)s <> 'pending' THEN {_NOW} END,"
-    " lease_until = NULL, holder = NULL"
-    " WHERE seq = %(seq)s AND token = %(token)s AND state = 'pending'"
+    f"UPDATE {TABLE} AS t SET state = v.state, attempts = t.attempts + v.attempts,"
+    " last_error = v.reason, status = v.status, response_headers = v.headers,"
+    " response_body = v.body, already_existed = v.existed,"
+    f" due_at = {_NOW} + v.delay {_SECONDS},"
+    f" delivered_at = CASE WHEN v.state = 'delivered' THEN {_NOW} END,"
+    f" finished_at = CASE WHEN v.state <> 'pending' THEN {_NOW} END,"
+    " lease_until = NULL, holder = NULL FROM (VALUES {rows}) AS v(seq, token,"
+    " state, attempts, reason, status, headers, body, existed, delay)"
+    " WHERE t.seq = v.seq AND t.token = v.token AND t.state = 'pending'"
+    " RETURNING t.seq"
 )
 _BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 
@@ -310,10 +317,7 @@ class PostgresStore(OutboxStore):
         # One statement each, each its own transaction (autocommit): a claim
         # is one UPDATE of rows it locks with SKIP LOCKED.
         with self._connection() as conn:
-            written = [
-                conn.execute(_RECORD, _record_params(claimed, result)).rowcount == 1
-                for claimed, result in results
-            ]
+            written = self._record(conn, results) if results else []
             if count <= 0:
                 return written, []
             due = _NOW if cutoff is None else f"LEAST({_NOW}, to_timestamp(%s))"
@@ -333,6 +337,19 @@ class PostgresStore(OutboxStore):
             ).fetchall()
         rows.sort(key=lambda row: int(row[0]))
         return written, [row_to_claimed(row[:-1], float(row[-1])) for row in rows]
+
+    @staticmethod
+    def _record(
+        conn: psycopg.Connection[Any], results: Sequence[tuple[Claimed, Result]]
+    ) -> list[bool]:
+        """Every result in one UPDATE (its rows matched by seq and token)."""
+        rows = ", ".join([_RECORD_ROW] * len(results))
+        params = [
+            p for claimed, result in results for p in _record_params(claimed, result)
+        ]
+        done = conn.execute(_RECORD.format(rows=rows), params).fetchall()
+        kept = {int(row[0]) for row in done}
+        return [claimed.seq in kept for claimed, _ in results]
 
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         if not held:
@@ -383,16 +400,16 @@ class PostgresStore(OutboxStore):
             return cursor.rowcount
 
 
-def _record_params(claimed: Claimed, result: Result) -> dict[str, Any]:
-    return {
-        "state": result.state,
-        "attempts": result.attempts,
-        "reason": result.reason,
-        "status": result.status,
-        "headers": pairs_to_json(result.response_headers),
-        "body": result.response_body,
-        "existed": result.already_existed,
-        "delay": result.delay or 0.0,
-        "seq": claimed.seq,
-        "token": claimed.token,
-    }
+def _record_params(claimed: Claimed, result: Result) -> tuple[Any, ...]:
+    return (
+        claimed.seq,
+        claimed.token,
+        result.state,
+        result.attempts,
+        result.reason,
+        result.status,
+        pairs_to_json(result.response_headers),
+        result.response_body,
+        result.already_existed,
+        result.delay or 0.0,
+    )

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,6 +39,9 @@ logger = logging.getLogger("reliable_client.outbox")
 logger.addHandler(logging.NullHandler())
 
 DEFAULT_CONCURRENCY = 8
+# Entries a regular worker claims beyond the one it delivers (taken by the
+# next free worker): half the claims, while there is a backlog.
+CLAIM_AHEAD = 1
 # Seconds all slots must have been busy before an endpoint with nothing
 # running may take an extra one.
 OVERFLOW_AFTER = 0.5
@@ -63,12 +66,31 @@ class Finished:
     since: float  # time.monotonic() when it was ready
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a worker's next store call does: record ``results``, claim
+    ``want`` entries; ``took``: an entry claimed ahead, to deliver."""
+
+    results: list[tuple[Claimed, Result]]
+    want: int
+    took: Claimed | None
+
+    @property
+    def calls_store(self) -> bool:
+        return bool(self.results) or self.want > 0
+
+    @property
+    def empty(self) -> bool:
+        return not self.calls_store and self.took is None
+
+
 @dataclass
 class _Held:
     claimed: Claimed
     started: float  # time.monotonic() when claimed
     renewed: float
-    extra: bool  # held by an extra one-shot worker
+    extra: bool = False  # held by an extra one-shot worker
+    sending: float | None = None  # time.monotonic() when its delivery began
 
 
 class RelayCore:
@@ -95,32 +117,60 @@ class RelayCore:
         self._extras = 0  # extra workers running
         self._extra_quiet_until = 0.0
         self._next_purge = 0.0
+        # Claimed ahead (a worker claims two while there is a backlog), not
+        # being delivered yet: the next free worker takes one from here.
+        self._ready: deque[Claimed] = deque()
 
     # -- claims ----------------------------------------------------------------
 
-    def reserve(self) -> bool:
-        """Whether a worker may claim one more entry (``limit``)."""
+    def reserve(self, count: int) -> int:
+        """How many more entries (of ``count``) a worker may claim (``limit``)."""
         with self._lock:
-            if self._limit is not None and self._reserved >= self._limit:
-                return False
-            self._reserved += 1
-            return True
+            if self._limit is not None:
+                count = max(0, min(count, self._limit - self._reserved))
+            self._reserved += count
+            return count
 
-    def unreserve(self) -> None:
+    def unreserve(self, count: int) -> None:
         with self._lock:
-            self._reserved -= 1
+            self._reserved -= count
+
+    def put_ready(self, claimed: Claimed) -> None:
+        with self._lock:
+            self._ready.append(claimed)
+
+    def take_ready(self, exclude: list[str] | None = None) -> Claimed | None:
+        """An entry claimed ahead (for an extra worker: one whose endpoint
+        has nothing being sent)."""
+        with self._lock:
+            if exclude is None:
+                return self._ready.popleft() if self._ready else None
+            sending = {
+                h.claimed.endpoint for h in self.held.values() if h.sending is not None
+            }
+            for claimed in self._ready:
+                if claimed.endpoint not in sending:
+                    self._ready.remove(claimed)
+                    return claimed
+            return None
+
+    def drain_ready(self) -> list[Claimed]:
+        with self._lock:
+            items = list(self._ready)
+            self._ready.clear()
+        return items
 
     def extra_worker(self, now: float) -> list[str] | None:
         """The endpoints an extra worker must leave out, if one should start
         now: every worker has held one delivery for ``OVERFLOW_AFTER``
         seconds, and fewer than ``concurrency`` extra workers run."""
         with self._lock:
-            regular = [h for h in self.held.values() if not h.extra]
+            regular = self._sending_since()
             if (
                 len(regular) < self.concurrency
                 or self._extras >= self.concurrency
                 or now < self._extra_quiet_until
-                or now - min(h.started for h in regular) < OVERFLOW_AFTER
+                or now - min(regular) < OVERFLOW_AFTER
             ):
                 return None
             self._extras += 1
@@ -144,9 +194,16 @@ class RelayCore:
         self._next_purge = now + PURGE_EVERY
         return True
 
-    def hold(self, claimed: Claimed, now: float, *, extra: bool = False) -> None:
+    def hold(self, claimed: Claimed, now: float) -> None:
         with self._lock:
-            self.held[claimed.seq] = _Held(claimed, now, now, extra)
+            self.held[claimed.seq] = _Held(claimed, now, now)
+
+    def sending(self, claimed: Claimed, now: float, *, extra: bool) -> None:
+        """A worker begins delivering ``claimed``."""
+        with self._lock:
+            held = self.held.get(claimed.seq)
+            if held is not None:
+                held.sending, held.extra = now, extra
 
     def let_go(self, claimed: Claimed) -> None:
         with self._lock:
@@ -170,6 +227,87 @@ class RelayCore:
             item.claimed.id,
         )
         return True
+
+    # -- a worker's steps (the relays only do the I/O between them) ---------------
+
+    def plan(
+        self,
+        todo: Finished | None,
+        exclude: list[str] | None,
+        *,
+        stopping: bool,
+        claims_left: int,
+    ) -> Plan:
+        """What a worker does next: record its last result, and take an entry
+        claimed ahead or claim (two for a regular worker: one to deliver,
+        one ahead; one for an extra worker, whose claim leaves ``exclude``
+        out)."""
+        took = None
+        want = 0
+        if claims_left != 0 and not stopping:
+            took = self.take_ready(exclude)
+            if took is None:
+                want = self.reserve(1 if exclude is not None else 1 + CLAIM_AHEAD)
+        results = [] if todo is None else [(todo.claimed, todo.result)]
+        return Plan(results, want, took)
+
+    def settled(
+        self,
+        plan: Plan,
+        todo: Finished | None,
+        written: list[bool],
+        batch: list[Claimed],
+        *,
+        extra: bool,
+        poll: float,
+    ) -> Claimed | None:
+        """Book a worker's store call; return the entry it delivers next."""
+        now = time.monotonic()
+        if todo is not None:
+            self.done(todo.claimed, todo.result, written[0], todo.label)
+        if plan.want:
+            if len(batch) < plan.want:
+                self.unreserve(plan.want - len(batch))
+            if extra:
+                self.extra_claimed(bool(batch), now, poll)
+        for claimed in batch:
+            self.hold(claimed, now)
+        entries = ([plan.took] if plan.took is not None else []) + batch
+        if not entries:
+            return None
+        for ahead in entries[1:]:
+            self.put_ready(ahead)
+        self.sending(entries[0], now, extra=extra)
+        return entries[0]
+
+    def settle_failed(
+        self, plan: Plan, todo: Finished | None, *, extra: bool, poll: float
+    ) -> Finished | None:
+        """The store failed a worker's call; return the result it still
+        has to record (None: given up)."""
+        if plan.want:
+            self.unreserve(plan.want)
+            if extra:
+                self.extra_claimed(False, time.monotonic(), poll)
+        if plan.took is not None:
+            with self._lock:
+                self._ready.appendleft(plan.took)
+        if todo is not None and self.recording_expired(todo):
+            self.done(todo.claimed, todo.result, False, todo.label)
+            return None
+        return todo
+
+    def _sending_since(self) -> list[float]:
+        """When the regular workers' deliveries began (lock held)."""
+        return [
+            h.sending
+            for h in self.held.values()
+            if not h.extra and h.sending is not None
+        ]
+
+    def has_ready(self) -> bool:
+        with self._lock:
+            return bool(self._ready)
 
     # -- leases ------------------------------------------------------------------
 
@@ -200,7 +338,7 @@ class RelayCore:
         with self._lock:
             for h in self.held.values():
                 wait = min(wait, h.renewed + self.lease / 3 - now)
-            regular = [h.started for h in self.held.values() if not h.extra]
+            regular = self._sending_since()
             if len(regular) >= self.concurrency:
                 ready = max(min(regular) + OVERFLOW_AFTER, self._extra_quiet_until)
                 wait = min(wait, ready - now)
@@ -303,7 +441,7 @@ class RelayCore:
                 result.reason,
                 claimed.deliveries,
             )
-        if result.state != "pending":
+        if result.state != "pending" and self.outbox._told(claimed.id):
             self.outbox._finished(self.entry_of(claimed, result))
 
     def entry_of(self, claimed: Claimed, result: Result) -> OutboxEntry:

@@ -45,11 +45,16 @@ _INSERT = (
     " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Results of several deliveries in one statement: VALUES columns are
+# column1..column12 in the order of _record_params.
 _RECORD = (
-    f"UPDATE {TABLE} SET state = ?, attempts = attempts + ?, last_error = ?,"
-    " status = ?, response_headers = ?, response_body = ?, already_existed = ?,"
-    " due_at = ?, delivered_at = ?, finished_at = ?, lease_until = NULL,"
-    " holder = NULL WHERE seq = ? AND token = ? AND state = 'pending'"
+    f"UPDATE {TABLE} AS t SET state = v.column3, attempts = t.attempts + v.column4,"
+    " last_error = v.column5, status = v.column6, response_headers = v.column7,"
+    " response_body = v.column8, already_existed = v.column9, due_at = v.column10,"
+    " delivered_at = v.column11, finished_at = v.column12, lease_until = NULL,"
+    " holder = NULL FROM (VALUES {rows}) AS v"
+    " WHERE t.seq = v.column1 AND t.token = v.column2 AND t.state = 'pending'"
+    " RETURNING seq"
 )
 _BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = ?"
 
@@ -172,12 +177,7 @@ class SQLiteStore(OutboxStore):
     ) -> tuple[list[bool], list[Claimed]]:
         # One statement each, each its own transaction: a claim's read and
         # update are one UPDATE, which holds the write lock from its start.
-        written = []
-        for claimed, result in results:
-            rowcount, _ = self._file.write_one(
-                _RECORD, _record_params(claimed, result, time.time())
-            )
-            written.append(rowcount == 1)
+        written = self._record(results) if results else []
         if count <= 0:
             return written, []
         now = time.time()
@@ -203,6 +203,19 @@ class SQLiteStore(OutboxStore):
         )
         rows.sort(key=lambda row: int(row[0]))
         return written, [row_to_claimed(row, now) for row in rows]
+
+    def _record(self, results: Sequence[tuple[Claimed, Result]]) -> list[bool]:
+        """Every result in one UPDATE (its rows matched by seq and token)."""
+        now = time.time()
+        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
+        params = [
+            p
+            for claimed, result in results
+            for p in _record_params(claimed, result, now)
+        ]
+        _, done = self._file.write_one(_RECORD.format(rows=rows), params)
+        kept = {int(row[0]) for row in done}
+        return [claimed.seq in kept for claimed, _ in results]
 
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         kept: set[int] = set()
@@ -255,6 +268,8 @@ class SQLiteStore(OutboxStore):
 
 def _record_params(claimed: Claimed, result: Result, now: float) -> tuple[Any, ...]:
     return (
+        claimed.seq,
+        claimed.token,
         result.state,
         result.attempts,
         result.reason,
@@ -265,6 +280,4 @@ def _record_params(claimed: Claimed, result: Result, now: float) -> tuple[Any, .
         now + (result.delay or 0.0),
         now if result.state == "delivered" else None,
         None if result.state == "pending" else now,
-        claimed.seq,
-        claimed.token,
     )

@@ -30,6 +30,11 @@ class Waiters:
         self._lock = threading.Lock()
         self._waiting: dict[str, list[Callable[[], None]]] = {}
 
+    def waiting(self, key: str) -> bool:
+        """Whether anyone waits for entry ``key``."""
+        with self._lock:
+            return key in self._waiting
+
     def wake(self, key: str) -> None:
         """A relay of this process recorded the result of entry ``key``."""
         with self._lock:
