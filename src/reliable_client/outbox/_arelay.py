@@ -196,6 +196,10 @@ class AsyncRelay:
                     plan, todo, written, batch, extra=extra, poll=self.poll_interval
                 )
                 todo = None
+                if claimed is None and plan.results and plan.want:
+                    # The claim may not see the result it was sent with (one
+                    # statement): the next in that group is due now.  Again.
+                    continue
                 if claimed is None:
                     if self._one_pass or extra or self._stopping:
                         return

@@ -15,6 +15,7 @@ Needs psycopg 3: ``pip install 'reliable-client[postgres]'``.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -78,6 +79,42 @@ _RECORD = (
     " WHERE t.seq = v.seq AND t.token = v.token AND t.state = 'pending'"
     " RETURNING t.seq"
 )
+_CLAIMING = (
+    f"c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
+    " AND due_at <= {due}"
+    f" AND (lease_until IS NULL OR lease_until <= {_NOW})"
+    " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
+    f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
+    " AND NOT (endpoint = ANY(%s)) ORDER BY due_at, seq LIMIT %s"
+    f" FOR UPDATE SKIP LOCKED), cl AS (UPDATE {TABLE} AS t SET token = t.token + 1,"
+    f" deliveries = t.deliveries + 1, lease_until = {_NOW} + %s {_SECONDS},"
+    f" holder = %s FROM c WHERE t.seq = c.seq RETURNING"
+    f" {_CLAIM.replace('seq,', 't.seq,', 1)}, {_epoch(_NOW)} AS now)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _settle_sql(results: int, claiming: bool, cutoff: bool) -> str:
+    """One statement that records ``results`` results (data-modifying CTE
+    ``rec``) and claims (``c``/``cl``): one round trip, one parse.  Its first
+    column is the array of recorded seqs, the others a claimed row (NULLs
+    when none was claimed)."""
+    ctes = []
+    if results:
+        rows = ", ".join([_RECORD_ROW] * results)
+        ctes.append(f"rec AS ({_RECORD.format(rows=rows)})")
+    if claiming:
+        due = f"LEAST({_NOW}, to_timestamp(%s))" if cutoff else _NOW
+        ctes.append(_CLAIMING.format(due=due))
+    recorded = "ARRAY(SELECT seq FROM rec)" if results else "ARRAY[]::bigint[]"
+    claimed = "cl.*" if claiming else "NULL"
+    join = "LEFT JOIN cl ON true" if claiming else ""
+    return (
+        f"WITH {', '.join(ctes)} SELECT {recorded}, {claimed}"
+        f" FROM (VALUES (1)) AS one {join}"
+    )
+
+
 _BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 
 
@@ -314,42 +351,22 @@ class PostgresStore(OutboxStore):
     ) -> tuple[list[bool], list[Claimed]]:
         if not results and count <= 0:
             return [], []
-        # One statement each, each its own transaction (autocommit): a claim
-        # is one UPDATE of rows it locks with SKIP LOCKED.
-        with self._connection() as conn:
-            written = self._record(conn, results) if results else []
-            if count <= 0:
-                return written, []
-            due = _NOW if cutoff is None else f"LEAST({_NOW}, to_timestamp(%s))"
-            params: list[Any] = [] if cutoff is None else [cutoff]
-            rows = conn.execute(
-                f"WITH c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
-                f" AND due_at <= {due}"
-                f" AND (lease_until IS NULL OR lease_until <= {_NOW})"
-                " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
-                f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
-                " AND NOT (endpoint = ANY(%s)) ORDER BY due_at, seq LIMIT %s"
-                f" FOR UPDATE SKIP LOCKED) UPDATE {TABLE} AS t SET token = t.token + 1,"
-                f" deliveries = t.deliveries + 1, lease_until = {_NOW} + %s {_SECONDS},"
-                f" holder = %s FROM c WHERE t.seq = c.seq RETURNING"
-                f" {_CLAIM.replace('seq,', 't.seq,', 1)}, {_epoch(_NOW)}",
-                (*params, list(exclude), count, lease, holder),
-            ).fetchall()
-        rows.sort(key=lambda row: int(row[0]))
-        return written, [row_to_claimed(row[:-1], float(row[-1])) for row in rows]
-
-    @staticmethod
-    def _record(
-        conn: psycopg.Connection[Any], results: Sequence[tuple[Claimed, Result]]
-    ) -> list[bool]:
-        """Every result in one UPDATE (its rows matched by seq and token)."""
-        rows = ", ".join([_RECORD_ROW] * len(results))
-        params = [
+        params: list[Any] = [
             p for claimed, result in results for p in _record_params(claimed, result)
         ]
-        done = conn.execute(_RECORD.format(rows=rows), params).fetchall()
-        kept = {int(row[0]) for row in done}
-        return [claimed.seq in kept for claimed, _ in results]
+        if count > 0:
+            params += [] if cutoff is None else [cutoff]
+            params += [list(exclude), count, lease, holder]
+        sql = _settle_sql(len(results), count > 0, cutoff is not None)
+        with self._connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        kept = {int(seq) for seq in rows[0][0]} if rows else set()
+        written = [claimed.seq in kept for claimed, _ in results]
+        claimed_rows = sorted(
+            (row[1:] for row in rows if count > 0 and row[1] is not None),
+            key=lambda row: int(row[0]),
+        )
+        return written, [row_to_claimed(r[:-1], float(r[-1])) for r in claimed_rows]
 
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         if not held:
