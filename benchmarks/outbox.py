@@ -196,7 +196,9 @@ def enqueue(opts: Options, report: Report, pg: Postgres | None) -> None:
             stores.append(("PostgreSQL", lambda: _postgres_sides(pg, opts.enqueue_ops)))
         for name, make in stores:
             times = _rounds(opts.enqueue_rounds, make())
-            ratios = [e / b for e, b in zip(times["enqueue"], times["bare"])]
+            ratios = [
+                e / b for e, b in zip(times["enqueue"], times["bare"], strict=True)
+            ]
             ratio = statistics.median(ratios)
             per_op = {
                 k: statistics.median(v) / opts.enqueue_ops * 1e6
@@ -284,7 +286,9 @@ def delivery(opts: Options, report: Report, pg: Postgres | None) -> None:
             direct()  # warm both up
             relay()
             times = _rounds(opts.delivery_rounds, {"direct": direct, "relay": relay})
-            ratios = [d / r for d, r in zip(times["direct"], times["relay"])]
+            ratios = [
+                d / r for d, r in zip(times["direct"], times["relay"], strict=True)
+            ]
             ratio = statistics.median(ratios)
             table.add(
                 name,
@@ -363,7 +367,7 @@ def scaling(opts: Options, report: Report, pg: Postgres | None) -> None:
                     assert delivered == entries, (delivered, entries)
                     producer.purge(0.0)
                     throughput[count].append(entries / elapsed)
-            ratios = [f / o for f, o in zip(throughput[4], throughput[1])]
+            ratios = [f / o for f, o in zip(throughput[4], throughput[1], strict=True)]
             ratio = statistics.median(ratios)
             table.add(
                 str(concurrency),
@@ -427,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         report.preamble += [
             f"Run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, mode "
-            f"{'--quick' if opts.quick else 'default (full)'}, all traffic on 127.0.0.1.",
+            f"{'--quick' if opts.quick else 'default (full)'}, all traffic on "
+            "127.0.0.1.",
             "",
             f"Machine: {machine()}.",
             "",
