@@ -62,6 +62,14 @@ _INSERT = (
     f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW})"
     f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
 )
+_INSERT_IN_GROUP = (
+    "WITH locked AS (SELECT pg_advisory_xact_lock(%s, hashtext(%s)))"
+    f" INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+    " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s::bytea, %s, %s,"
+    f" {_NOW}, {_NOW}, {_NOW} FROM locked"
+    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
+)
 # Results of several deliveries in one statement.
 _RECORD_ROW = (
     "(%s::bigint, %s::bigint, %s::text, %s::int, %s::text, %s::int, %s::text,"
@@ -255,32 +263,33 @@ class PostgresStore(OutboxStore):
         if connection is not None:
             self._check_connection(connection)
             return self._add(connection, entry)
-        with self._connection(durable=self._durable) as conn, conn.transaction():
+        # One statement: its own transaction (autocommit), one round trip.
+        with self._connection(durable=self._durable) as conn:
             return self._add(conn, entry)
 
     def _add(
         self, conn: psycopg.Connection[Any], entry: NewEntry
     ) -> tuple[OutboxEntry, str]:
-        if entry.group is not None:
-            conn.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                (_LOCK_CLASS, entry.group),
-            )
-        row = conn.execute(
-            _INSERT,
-            (
-                entry.id,
-                entry.idempotency_key,
-                entry.resource_id,
-                entry.method,
-                entry.url,
-                entry.endpoint,
-                pairs_to_json(entry.headers),
-                entry.body,
-                entry.fingerprint,
-                entry.group,
-            ),
-        ).fetchone()
+        values = (
+            entry.id,
+            entry.idempotency_key,
+            entry.resource_id,
+            entry.method,
+            entry.url,
+            entry.endpoint,
+            pairs_to_json(entry.headers),
+            entry.body,
+            entry.fingerprint,
+            entry.group,
+        )
+        if entry.group is None:
+            row = conn.execute(_INSERT, values).fetchone()
+        else:
+            # The group's advisory lock, held to the end of the transaction
+            # (the caller's, or this statement's own).
+            row = conn.execute(
+                _INSERT_IN_GROUP, (_LOCK_CLASS, entry.group, *values)
+            ).fetchone()
         if row is None:  # the key is there already
             found = conn.execute(_BY_KEY, (entry.idempotency_key,)).fetchone()
             assert found is not None

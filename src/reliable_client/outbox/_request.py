@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -29,6 +30,9 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 # Worked out from the stored body at delivery; a stored one could lie.
 _FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A host as urlsplit gives it (lower case): a name, or an IP address.
+_HOST = re.compile(r"[a-z0-9.\-_~%]+|[0-9a-f:.]+")
 _BAD_VALUE = re.compile(r"[\x00\r\n]")
 # What an Idempotency-Key may be (as the reference server accepts it).
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -115,30 +119,42 @@ def _method(method: object) -> str:
 
 
 def _url(url: object) -> tuple[str, str]:
-    """The URL to store and its endpoint (``host/path``, no query)."""
+    """The URL to store (as given) and its endpoint (``host/path``)."""
     if not isinstance(url, (str, httpx.URL)):
         raise TypeError(
             f"enqueue(url=...) must be a str or httpx.URL, got {type(url).__name__}"
         )
     text = str(url)
+    if _CONTROL.search(text):
+        raise ValueError("enqueue(url=...) holds a control character")
     try:
-        parsed = httpx.URL(text)
-    except httpx.InvalidURL as exc:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port is a ValueError
+        if not text.isascii():
+            httpx.URL(text)  # an international host: as httpx reads it
+    except (ValueError, httpx.InvalidURL) as exc:
         raise ValueError(f"enqueue(url=...) is not a valid URL: {exc}") from None
-    if parsed.userinfo:
+    if "@" in parts.netloc:
         raise ValueError(
             "enqueue(url=...) carries user info (user:password@): secrets are "
             "not stored in the outbox; give the relay's client its own auth"
         )
-    if parsed.scheme in ("http", "https") and parsed.host:
-        port = f":{parsed.port}" if parsed.port is not None else ""
-        return str(parsed), f"{parsed.host}{port}{parsed.path}"
-    if parsed.scheme or parsed.host or text.startswith("//") or not text.strip():
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if (
+        scheme in ("http", "https")
+        and host
+        and (
+            _HOST.fullmatch(host) or not text.isascii()  # httpx checked that one
+        )
+    ):
+        return text, f"{parts.netloc.lower()}{parts.path or '/'}"
+    if scheme or parts.netloc or text.startswith("//") or not text.strip():
         raise ValueError(
             "enqueue(url=...) must be an absolute http(s) URL or a relative path "
             f"reference (no scheme, no host), got {_redacted(text)!r}"
         )
-    return text, parsed.path
+    return text, parts.path
 
 
 def _redacted(text: str) -> str:

@@ -13,7 +13,6 @@ its connections are :mod:`._sqlite_file`'s.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -97,38 +96,38 @@ class SQLiteStore(OutboxStore):
     def add(
         self, entry: NewEntry, *, connection: Any = None
     ) -> tuple[OutboxEntry, str]:
+        now = time.time()
+        params = (
+            entry.id,
+            entry.idempotency_key,
+            entry.resource_id,
+            entry.method,
+            entry.url,
+            entry.endpoint,
+            pairs_to_json(entry.headers),
+            entry.body,
+            entry.fingerprint,
+            entry.group,
+            now,
+            now,
+            now,
+        )
         if connection is not None:
             self._file.check_connection(connection)
-            return self._add(connection, entry)
-        with self._file.write(sync=self._sync) as conn:
-            return self._add(conn, entry)
-
-    def _add(
-        self, conn: sqlite3.Connection, entry: NewEntry
-    ) -> tuple[OutboxEntry, str]:
-        now = time.time()
-        cursor = conn.execute(
-            _INSERT,
-            (
-                entry.id,
-                entry.idempotency_key,
-                entry.resource_id,
-                entry.method,
-                entry.url,
-                entry.endpoint,
-                pairs_to_json(entry.headers),
-                entry.body,
-                entry.fingerprint,
-                entry.group,
-                now,
-                now,
-                now,
-            ),
-        )
-        if cursor.rowcount != 1:  # the key is there already
-            row = conn.execute(_BY_KEY, (entry.idempotency_key,)).fetchone()
-            return row_to_entry(row), str(row[-1])
-        return fresh_entry(entry, now), entry.fingerprint
+            inserted = connection.execute(_INSERT, params).rowcount == 1
+        else:
+            # One statement, a transaction of its own, committed durably.
+            rowcount, _ = self._file.write_one(_INSERT, params, sync=self._sync)
+            inserted = rowcount == 1
+        if inserted:
+            return fresh_entry(entry, now), entry.fingerprint
+        # The key is there already (the unique index decided, atomically).
+        if connection is not None:
+            row = connection.execute(_BY_KEY, (entry.idempotency_key,)).fetchone()
+        else:
+            with self._file.connection() as conn:
+                row = conn.execute(_BY_KEY, (entry.idempotency_key,)).fetchone()
+        return row_to_entry(row), str(row[-1])
 
     def get(self, entry_id: str) -> OutboxEntry | None:
         with self._file.connection() as conn:

@@ -60,7 +60,7 @@ class SQLiteFile:
         self.name = path
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._idle: list[sqlite3.Connection] = []
+        self._idle: dict[str, list[sqlite3.Connection]] = {}
         self._pid = os.getpid()
         created = self._create_file() if create else False
         if not create and not os.path.exists(self.path):
@@ -117,48 +117,46 @@ class SQLiteFile:
             version = None if row is None else str(row[0])
         return judge_schema(self.name, TABLE in tables, version)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, sync: str) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.path,
             timeout=self._timeout,
-            isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
+            isolation_level=None,  # autocommit; BEGIN IMMEDIATE where needed
             check_same_thread=False,  # one thread at a time, by the pool
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
         _enable_wal(conn, self._timeout)
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA synchronous = {sync}")
         return conn
 
     @contextmanager
     def connection(
         self, doing: str = "", *, sync: str = "NORMAL"
     ) -> Iterator[sqlite3.Connection]:
-        """A connection of the pool (``sync``: its ``synchronous`` setting
-        meanwhile); SQLite's errors as OutboxError, after which the
+        """A connection of the pool whose ``synchronous`` setting is ``sync``
+        (a pool each); SQLite's errors as OutboxError, after which the
         connection is closed, not pooled."""
         try:
-            conn = self._acquire()
-            if sync != "NORMAL":
-                conn.execute(f"PRAGMA synchronous = {sync}")
+            conn = self._acquire(sync)
         except sqlite3.Error as exc:
             raise self._error(exc, doing) from exc
         try:
             yield conn
-            if sync != "NORMAL":
-                conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             conn.close()
             raise self._error(exc, doing) from exc
         except BaseException:
             conn.close()
             raise
-        self._give_back(conn)
+        self._give_back(conn, sync)
 
-    def write_one(self, sql: str, params: Sequence[Any]) -> tuple[int, list[Any]]:
+    def write_one(
+        self, sql: str, params: Sequence[Any], *, sync: str = "NORMAL"
+    ) -> tuple[int, list[Any]]:
         """Run one writing statement in a transaction of its own (SQLite
         takes the write lock as the statement starts), this process's
         writers one at a time; return its rowcount and rows (RETURNING)."""
-        with _write_lock(self.path), self.connection() as conn:
+        with _write_lock(self.path), self.connection(sync=sync) as conn:
             cursor = conn.execute(sql, params)
             rows = cursor.fetchall()
             return cursor.rowcount, rows
@@ -179,28 +177,31 @@ class SQLiteFile:
             return OutboxError(f"cannot open outbox {self.name!r}: {exc}")
         return OutboxError(f"outbox {self.name!r}: {exc}")
 
-    def _acquire(self) -> sqlite3.Connection:
+    def _acquire(self, sync: str) -> sqlite3.Connection:
         with self._lock:
             if self._pid != os.getpid():
                 # Connections inherited through fork are never used again.
-                self._idle, self._pid = [], os.getpid()
-            if self._idle:
-                return self._idle.pop()
-        return self._connect()
+                self._idle, self._pid = {}, os.getpid()
+            idle = self._idle.get(sync)
+            if idle:
+                return idle.pop()
+        return self._connect(sync)
 
-    def _give_back(self, conn: sqlite3.Connection) -> None:
+    def _give_back(self, conn: sqlite3.Connection, sync: str) -> None:
         if not conn.in_transaction:
             with self._lock:
-                if self._pid == os.getpid() and len(self._idle) < _POOL:
-                    self._idle.append(conn)
+                idle = self._idle.setdefault(sync, [])
+                if self._pid == os.getpid() and len(idle) < _POOL:
+                    idle.append(conn)
                     return
         conn.close()
 
     def close(self) -> None:
         with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+            idle, self._idle = self._idle, {}
+        for pool in idle.values():
+            for conn in pool:
+                conn.close()
 
     def check_connection(self, conn: object) -> None:
         """Refuse a caller's connection to another file, or without a
