@@ -1,13 +1,15 @@
 """A relay in a process of its own, for the crash tests (and nothing else).
 
-    python -m tests.outbox_relay_child TARGET BASE_URL LEASE CONCURRENCY
+    python -m tests.outbox_relay_child TARGET BASE_URL LEASE CONCURRENCY [async]
 
-Runs ``Outbox(TARGET).run(Client(base_url=BASE_URL))`` until SIGTERM, with
-the tests' fast redelivery; logs deliveries to stderr.
+Runs ``Outbox(TARGET).run(Client(base_url=BASE_URL))`` (with ``async``:
+``arun`` with an ``AsyncClient``) until SIGTERM, with the tests' fast
+redelivery; logs deliveries to stderr.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -16,14 +18,16 @@ import threading
 
 import httpx
 
-from reliable_client import Client, RetryPolicy
+from reliable_client import AsyncClient, Client, RetryPolicy
 from reliable_client.outbox import Outbox
 
 from .outbox_support import FAST
 
 
 def main(argv: list[str]) -> int:
-    target, base_url, lease, concurrency = argv
+    target, base_url, lease, concurrency = argv[:4]
+    if argv[4:] == ["async"]:
+        return asyncio.run(arun(target, base_url, float(lease), int(concurrency)))
     logging.basicConfig(level=logging.INFO, format="%(process)d %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     outbox = Outbox(target, lease=float(lease), redelivery=FAST)
@@ -40,6 +44,25 @@ def main(argv: list[str]) -> int:
     with client:
         counts = outbox.run(
             client, stop=stop, concurrency=int(concurrency), poll_interval=0.05
+        )
+    print(f"relay stopped: {dict(counts)}", file=sys.stderr)
+    return 0
+
+
+async def arun(target: str, base_url: str, lease: float, concurrency: int) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(process)d %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    outbox = Outbox(target, lease=lease, redelivery=FAST)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(f"{os.getpid()} relay ready", file=sys.stderr, flush=True)
+    async with AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(2.0),
+        retry=RetryPolicy(max_attempts=4, backoff_initial=0.005, backoff_max=0.02),
+    ) as client:
+        counts = await outbox.arun(
+            client, stop=stop, concurrency=concurrency, poll_interval=0.05
         )
     print(f"relay stopped: {dict(counts)}", file=sys.stderr)
     return 0

@@ -158,6 +158,7 @@ class RelayProcess:
         *,
         lease: float = 0.6,
         concurrency: int = 4,
+        kind: str = "sync",
     ) -> None:
         self.log = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in _close
@@ -170,6 +171,7 @@ class RelayProcess:
                 base_url,
                 str(lease),
                 str(concurrency),
+                *(["async"] if kind == "async" else []),
             ],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -94,7 +94,12 @@ def test_relays_killed_at_random_moments_deliver_each_entry_once(
     kills = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        relay = RelayProcess(outbox_target, lossy_server.url, tmp_path / "relays.log")
+        relay = RelayProcess(  # sync and async relays in turn
+            outbox_target,
+            lossy_server.url,
+            tmp_path / "relays.log",
+            kind="async" if kills % 2 else "sync",
+        )
         if kills < 5:
             # After a random number of requests reached the server: SIGKILL.
             goal = len(lossy_server.requests()) + rng.randint(1, 12)
@@ -118,9 +123,11 @@ def test_four_relays_on_one_store_deliver_each_entry_once(
     outbox_target: str, lossy_server: ChaosServer, app: EffectsApp, tmp_path: Path
 ) -> None:
     outbox = Outbox(outbox_target)
-    relays = [
-        RelayProcess(outbox_target, lossy_server.url, tmp_path / "relays.log")
-        for _ in range(4)
+    relays = [  # two sync relays, two async ones
+        RelayProcess(
+            outbox_target, lossy_server.url, tmp_path / "relays.log", kind=kind
+        )
+        for kind in ("sync", "async", "sync", "async")
     ]
     wait_until(lambda: all(relay.ready() for relay in relays), timeout=20)
     entries = enqueue_many(outbox, 150)  # while all four are polling
@@ -160,14 +167,17 @@ def test_a_relay_stopped_past_its_lease_cannot_record_over_its_successor(
     assert app.runs[entry.idempotency_key] == 2  # both sent it, with one key
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_sigterm_lets_a_delivery_finish_and_record(
-    outbox_target: str, tmp_path: Path
+    outbox_target: str, tmp_path: Path, kind: str
 ) -> None:
     app = EffectsApp(delay=0.5)
     outbox = Outbox(outbox_target)
     entry = outbox.enqueue("POST", "/things/1")
     with ChaosServer(app=app, lifetime=60) as server:
-        relay = RelayProcess(outbox_target, server.url, tmp_path / "relay.log")
+        relay = RelayProcess(
+            outbox_target, server.url, tmp_path / "relay.log", kind=kind
+        )
         wait_until(lambda: server.requests(), timeout=20)
         assert relay.stop() == 0  # SIGTERM mid-delivery
     done = outbox.get(entry.id)

@@ -13,8 +13,9 @@ its connections are :mod:`._sqlite_file`'s.
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._model import Claimed, NewEntry, OutboxEntry, Result, State
@@ -174,16 +175,46 @@ class SQLiteStore(OutboxStore):
         cutoff: float | None = None,
         exclude: Sequence[str] = (),
     ) -> tuple[list[bool], list[Claimed]]:
-        # One statement each, each its own transaction: a claim's read and
-        # update are one UPDATE, which holds the write lock from its start.
-        written = self._record(results) if results else []
+        # Each part is one statement (a claim's read and update are one
+        # UPDATE, which holds the write lock from its start); both parts
+        # together are one transaction, so that a failure leaves neither.
+        if not results and count <= 0:
+            return [], []
+        if not results or count <= 0:
+            with self._file.statements() as run:
+                return self._settle(run, results, holder, count, lease, cutoff, exclude)
+        with self._file.write() as conn:
+            return self._settle(
+                _Run(conn), results, holder, count, lease, cutoff, exclude
+            )
+
+    @staticmethod
+    def _settle(
+        run: Callable[[str, Sequence[Any]], list[Any]],
+        results: Sequence[tuple[Claimed, Result]],
+        holder: str,
+        count: int,
+        lease: float,
+        cutoff: float | None,
+        exclude: Sequence[str],
+    ) -> tuple[list[bool], list[Claimed]]:
+        now = time.time()
+        written: list[bool] = []
+        if results:
+            rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
+            params = [
+                p
+                for claimed, result in results
+                for p in _record_params(claimed, result, now)
+            ]
+            kept = {int(row[0]) for row in run(_RECORD.format(rows=rows), params)}
+            written = [claimed.seq in kept for claimed, _ in results]
         if count <= 0:
             return written, []
-        now = time.time()
         skip = (
             f" AND endpoint NOT IN ({', '.join('?' * len(exclude))})" if exclude else ""
         )
-        _, rows = self._file.write_one(
+        claimed_rows = run(
             f"UPDATE {TABLE} SET token = token + 1, deliveries = deliveries + 1,"
             " lease_until = ?, holder = ? WHERE seq IN (SELECT seq FROM"
             f" {TABLE} AS o WHERE state = 'pending' AND due_at <= ?"
@@ -200,21 +231,8 @@ class SQLiteStore(OutboxStore):
                 count,
             ),
         )
-        rows.sort(key=lambda row: int(row[0]))
-        return written, [row_to_claimed(row, now) for row in rows]
-
-    def _record(self, results: Sequence[tuple[Claimed, Result]]) -> list[bool]:
-        """Every result in one UPDATE (its rows matched by seq and token)."""
-        now = time.time()
-        rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
-        params = [
-            p
-            for claimed, result in results
-            for p in _record_params(claimed, result, now)
-        ]
-        _, done = self._file.write_one(_RECORD.format(rows=rows), params)
-        kept = {int(row[0]) for row in done}
-        return [claimed.seq in kept for claimed, _ in results]
+        claimed_rows.sort(key=lambda row: int(row[0]))
+        return written, [row_to_claimed(row, now) for row in claimed_rows]
 
     def renew(self, held: Sequence[tuple[int, int]], lease: float) -> set[int]:
         kept: set[int] = set()
@@ -263,6 +281,16 @@ class SQLiteStore(OutboxStore):
                 (state, time.time() - older_than, batch),
             )
             return cursor.rowcount
+
+
+class _Run:
+    """Statements on a connection in an open transaction: rows of each."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __call__(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        return self._conn.execute(sql, params).fetchall()
 
 
 def _record_params(claimed: Claimed, result: Result, now: float) -> tuple[Any, ...]:

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -160,6 +160,17 @@ class SQLiteFile:
             cursor = conn.execute(sql, params)
             rows = cursor.fetchall()
             return cursor.rowcount, rows
+
+    @contextmanager
+    def statements(self) -> Iterator[Callable[[str, Sequence[Any]], list[Any]]]:
+        """Run writing statements, each in a transaction of its own, this
+        process's writers one at a time; each call returns the rows."""
+        with _write_lock(self.path), self.connection() as conn:
+
+            def run(sql: str, params: Sequence[Any]) -> list[Any]:
+                return conn.execute(sql, params).fetchall()
+
+            yield run
 
     @contextmanager
     def write(self, *, sync: str = "NORMAL") -> Iterator[sqlite3.Connection]:
