@@ -1,10 +1,11 @@
 """A relay in a process of its own, for the crash tests (and nothing else).
 
-    python -m tests.outbox_relay_child TARGET BASE_URL LEASE CONCURRENCY [async]
+    python -m tests.outbox_relay_child TARGET BASE_URL LEASE CONCURRENCY KIND POLL
 
-Runs ``Outbox(TARGET).run(Client(base_url=BASE_URL))`` (with ``async``:
-``arun`` with an ``AsyncClient``) until SIGTERM, with the tests' fast
-redelivery; logs deliveries to stderr.
+Runs ``Outbox(TARGET).run(Client(base_url=BASE_URL))`` (KIND ``async``:
+``arun`` with an ``AsyncClient``) until SIGTERM, looking at the store every
+POLL seconds when idle, with the tests' fast redelivery; logs deliveries to
+stderr.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from .outbox_support import FAST
 
 
 def main(argv: list[str]) -> int:
-    target, base_url, lease, concurrency = argv[:4]
-    if argv[4:] == ["async"]:
-        return asyncio.run(arun(target, base_url, float(lease), int(concurrency)))
+    target, base_url, lease, concurrency, kind, poll = argv
+    if kind == "async":
+        return asyncio.run(
+            arun(target, base_url, float(lease), int(concurrency), float(poll))
+        )
     logging.basicConfig(level=logging.INFO, format="%(process)d %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     outbox = Outbox(target, lease=float(lease), redelivery=FAST)
@@ -43,13 +46,15 @@ def main(argv: list[str]) -> int:
     print(f"{os.getpid()} relay ready", file=sys.stderr, flush=True)
     with client:
         counts = outbox.run(
-            client, stop=stop, concurrency=int(concurrency), poll_interval=0.05
+            client, stop=stop, concurrency=int(concurrency), poll_interval=float(poll)
         )
     print(f"relay stopped: {dict(counts)}", file=sys.stderr)
     return 0
 
 
-async def arun(target: str, base_url: str, lease: float, concurrency: int) -> int:
+async def arun(
+    target: str, base_url: str, lease: float, concurrency: int, poll: float
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(process)d %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     outbox = Outbox(target, lease=lease, redelivery=FAST)
@@ -62,7 +67,7 @@ async def arun(target: str, base_url: str, lease: float, concurrency: int) -> in
         retry=RetryPolicy(max_attempts=4, backoff_initial=0.005, backoff_max=0.02),
     ) as client:
         counts = await outbox.arun(
-            client, stop=stop, concurrency=concurrency, poll_interval=0.05
+            client, stop=stop, concurrency=concurrency, poll_interval=poll
         )
     print(f"relay stopped: {dict(counts)}", file=sys.stderr)
     return 0

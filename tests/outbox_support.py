@@ -159,6 +159,7 @@ class RelayProcess:
         lease: float = 0.6,
         concurrency: int = 4,
         kind: str = "sync",
+        poll: float = 0.05,
     ) -> None:
         self.log = log
         self._log = open(log, "ab")  # noqa: SIM115 - closed in _close
@@ -171,7 +172,8 @@ class RelayProcess:
                 base_url,
                 str(lease),
                 str(concurrency),
-                *(["async"] if kind == "async" else []),
+                kind,
+                str(poll),
             ],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -145,15 +145,18 @@ def test_four_relays_on_one_store_deliver_each_entry_once(
 def test_a_relay_stopped_past_its_lease_cannot_record_over_its_successor(
     outbox_target: str, tmp_path: Path
 ) -> None:
-    app = EffectsApp(delay=0.6)  # no middleware: the second request runs too
-    outbox = Outbox(outbox_target, lease=0.4)
+    app = EffectsApp(delay=1.5)  # no middleware: the second request runs too
+    outbox = Outbox(outbox_target, lease=0.9)
     entry = outbox.enqueue("POST", "/things/1")
     log = tmp_path / "relay.log"
     with ChaosServer(app=app, lifetime=60) as server:
-        frozen = RelayProcess(outbox_target, server.url, log, lease=0.4)
+        # Renewing every 0.3 s and looking for work every second, it is
+        # almost surely waiting for the answer, not writing, when stopped (a
+        # SQLite relay frozen while it writes would hold the file's lock).
+        frozen = RelayProcess(outbox_target, server.url, log, lease=0.9, poll=1.0)
         wait_until(lambda: server.requests(), timeout=20)
         os.kill(frozen.process.pid, signal.SIGSTOP)  # a paused VM, a GC pause
-        time.sleep(0.6)  # its lease runs out; it cannot renew it
+        time.sleep(1.0)  # its lease runs out; it cannot renew it
         with Client(base_url=server.url) as client:
             counts = outbox.deliver(client)  # the successor takes over
         assert counts == DeliveryCounts(delivered=1)

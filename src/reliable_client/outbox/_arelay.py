@@ -25,7 +25,7 @@ import httpx
 from ._model import Claimed, DeliveryCounts, OutboxError, Result
 from ._relay_core import (
     PURGE_BATCHES,
-    Finished,
+    RECORD_AFTER,
     RelayCore,
     label_of,
     logger,
@@ -60,6 +60,7 @@ class AsyncRelay:
         self.poll_interval = poll_interval
         self._loop = asyncio.get_running_loop()
         self._work_ready = asyncio.Event()  # wake idle workers
+        self._poller = False  # an idle worker looks at the store now and then
         self._main = asyncio.Event()
         self._stopping = False
         self._one_pass = True
@@ -96,6 +97,7 @@ class AsyncRelay:
                 if self._one_pass and not workers:
                     break
                 await self._renew()
+                await self._flush(RECORD_AFTER)
                 now = time.monotonic()
                 if not self._one_pass and core.purge_due(now):
                     await self._purge()
@@ -114,9 +116,15 @@ class AsyncRelay:
             self._work_ready.set()
             while any(not w.done() for w in workers):
                 await self._renew()
+                await self._flush(RECORD_AFTER)
                 await self._wait_main(core.next_wake(time.monotonic(), 1.0))
             for claimed in core.drain_ready():
                 await self._release(claimed)  # claimed ahead, never sent
+            give_up = time.monotonic() + core.lease
+            while core.has_results() and time.monotonic() < give_up:
+                if not await self._flush(0.0):
+                    await asyncio.sleep(_STOP_CHECK)
+            core.not_recorded(core.take_results(), final=True)
             self.outbox._relays.discard(self)
         if self._failure is not None:
             raise self._failure
@@ -129,6 +137,28 @@ class AsyncRelay:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await asyncio.wait_for(self._main.wait(), min(seconds, _STOP_CHECK))
         self._main.clear()
+
+    async def _flush(self, older_than: float) -> bool:
+        """Record results that waited ``older_than`` seconds for a worker's
+        store call; False if the store failed."""
+        core = self.core
+        items = core.take_results(older_than)
+        if not items:
+            return True
+        try:
+            written, _ = await self._store(
+                core.store.settle,
+                [(i.claimed, i.result) for i in items],
+                core.holder,
+                0,
+                core.lease,
+            )
+        except OutboxError as exc:
+            logger.warning("outbox relay: recording results failed: %s", exc)
+            core.not_recorded(items)
+            return False
+        core.recorded(items, written)
+        return True
 
     async def _purge(self) -> None:
         try:
@@ -151,16 +181,16 @@ class AsyncRelay:
     # -- a worker ------------------------------------------------------------------
 
     async def _work(self, exclude: list[str] | None) -> None:
-        """Record, claim, deliver, over and over (an extra worker: once)."""
+        """Claim, deliver, over and over, recording results with the claims
+        (an extra worker, given the endpoints to leave out: once)."""
         core = self.core
         extra = exclude is not None
-        todo: Finished | None = None
         claims_left = 1 if extra else -1  # -1: no end
         pause = record_delays()
         try:
             while True:
                 plan = core.plan(
-                    todo, exclude, stopping=self._stopping, claims_left=claims_left
+                    exclude, stopping=self._stopping, claims_left=claims_left
                 )
                 if plan.empty:
                     return
@@ -178,13 +208,12 @@ class AsyncRelay:
                             exclude=exclude or (),
                         )
                     except OutboxError as exc:
-                        todo = core.settle_failed(
-                            plan, todo, extra=extra, poll=self.poll_interval
-                        )
-                        if todo is None and self._one_pass:
-                            self._failure = self._failure or exc  # adeliver() raises
-                            return
-                        if todo is None and extra:
+                        core.settle_failed(plan, extra=extra, poll=self.poll_interval)
+                        if self._one_pass or extra:
+                            if self._one_pass:
+                                self._failure = (
+                                    self._failure or exc
+                                )  # adeliver() raises
                             return
                         logger.warning("outbox relay: the store failed: %s", exc)
                         await asyncio.sleep(pause())
@@ -193,39 +222,51 @@ class AsyncRelay:
                 if plan.want or plan.took is not None:
                     claims_left -= 1
                 claimed = core.settled(
-                    plan, todo, written, batch, extra=extra, poll=self.poll_interval
+                    plan, written, batch, extra=extra, poll=self.poll_interval
                 )
-                todo = None
-                if claimed is None and plan.results and plan.want:
-                    # The claim may not see the result it was sent with (one
-                    # statement): the next in that group is due now.  Again.
+                if claimed is None and plan.items and plan.want:
+                    # The claim may not see the results it was sent with (one
+                    # statement): the next of their groups is due now.  Again.
                     continue
                 if claimed is None:
                     if self._one_pass or extra or self._stopping:
+                        if core.has_results():
+                            continue  # record the rest before leaving
                         return
                     await self._idle()
                     continue
-                if not extra and (len(batch) > 1 or core.has_ready()):
+                if not extra and core.has_ready():
                     self._work_ready.set()  # an idle worker may take one
-                todo = await self._deliver_one(claimed)
+                await self._deliver_one(claimed)
         finally:
             if extra:
                 core.extra_done()
             self._main.set()
 
     async def _idle(self) -> None:
+        """Wait for work: one idle worker looks at the store every
+        ``poll_interval``; the others sleep until woken."""
         if not self._work_ready.is_set():
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._work_ready.wait(), self.poll_interval)
+            polling = not self._poller
+            self._poller = self._poller or polling
+            try:
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(
+                        self._work_ready.wait(),
+                        self.poll_interval if polling else _STOP_CHECK * 10,
+                    )
+            finally:
+                if polling:
+                    self._poller = False
         self._work_ready.clear()
 
-    async def _deliver_one(self, claimed: Claimed) -> Finished | None:
+    async def _deliver_one(self, claimed: Claimed) -> None:
         core = self.core
         request: httpx.Request | None = None
         try:
             if self._stopping:
                 await self._release(claimed)
-                return None
+                return
             try:
                 plan = core.prepare(claimed, self.client)
                 if isinstance(plan, Result):
@@ -235,16 +276,13 @@ class AsyncRelay:
                     result = await self._send(claimed, request)
             except Exception as exc:
                 result = core.failed(claimed, exc)
-            return Finished(
-                claimed, result, label_of(claimed, request), time.monotonic()
-            )
+            core.finish(claimed, result, label_of(claimed, request))
         except asyncio.CancelledError:
             core.let_go(claimed)  # its lease runs out; then it is delivered again
             raise
         except BaseException:
             core.let_go(claimed)
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)
-            return None
 
     async def _send(self, claimed: Claimed, request: httpx.Request) -> Result:
         response = await self.client.send(request, stream=True)

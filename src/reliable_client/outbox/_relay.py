@@ -24,7 +24,7 @@ import httpx
 from ._model import Claimed, DeliveryCounts, OutboxError, Result
 from ._relay_core import (
     PURGE_BATCHES,
-    Finished,
+    RECORD_AFTER,
     RelayCore,
     label_of,
     logger,
@@ -58,6 +58,7 @@ class SyncRelay:
         self.poll_interval = poll_interval
         self._cond = threading.Condition()
         self._wakes = 0  # wake-ups for idle workers not yet taken
+        self._poller = False  # an idle worker looks at the store now and then
         self._main = threading.Event()
         self._stopping = threading.Event()
         self._one_pass = True
@@ -92,6 +93,7 @@ class SyncRelay:
                 if self._one_pass and not workers:
                     break
                 self._renew()
+                self._flush(RECORD_AFTER)
                 now = time.monotonic()
                 if not self._one_pass and core.purge_due(now):
                     self._purge()
@@ -107,10 +109,16 @@ class SyncRelay:
                 self._cond.notify_all()
             while any(w.is_alive() for w in workers):
                 self._renew()
+                self._flush(RECORD_AFTER)
                 self._main.wait(min(core.next_wake(time.monotonic(), 1.0), _STOP_CHECK))
                 self._main.clear()
             for claimed in core.drain_ready():
                 self._release(claimed)  # claimed ahead, never sent
+            give_up = time.monotonic() + core.lease
+            while core.has_results() and time.monotonic() < give_up:
+                if not self._flush(0.0):
+                    time.sleep(_STOP_CHECK)
+            core.not_recorded(core.take_results(), final=True)
             self.outbox._relays.discard(self)
         if self._failure is not None:
             raise self._failure
@@ -122,6 +130,24 @@ class SyncRelay:
         )
         thread.start()
         return thread
+
+    def _flush(self, older_than: float) -> bool:
+        """Record results that waited ``older_than`` seconds for a worker's
+        store call; False if the store failed."""
+        core = self.core
+        items = core.take_results(older_than)
+        if not items:
+            return True
+        try:
+            written, _ = core.store.settle(
+                [(i.claimed, i.result) for i in items], core.holder, 0, core.lease
+            )
+        except OutboxError as exc:
+            logger.warning("outbox relay: recording results failed: %s", exc)
+            core.not_recorded(items)
+            return False
+        core.recorded(items, written)
+        return True
 
     def _purge(self) -> None:
         try:
@@ -144,20 +170,16 @@ class SyncRelay:
     # -- a worker ------------------------------------------------------------------
 
     def _work(self, exclude: list[str] | None) -> None:
-        """Record, claim, deliver, over and over (an extra worker, given the
-        endpoints to leave out: once)."""
+        """Claim, deliver, over and over, recording results with the claims
+        (an extra worker, given the endpoints to leave out: once)."""
         core = self.core
         extra = exclude is not None
-        todo: Finished | None = None
         claims_left = 1 if extra else -1  # -1: no end
         pause = record_delays()
         try:
             while True:
                 plan = core.plan(
-                    todo,
-                    exclude,
-                    stopping=self._stopping.is_set(),
-                    claims_left=claims_left,
+                    exclude, stopping=self._stopping.is_set(), claims_left=claims_left
                 )
                 if plan.empty:
                     return
@@ -174,13 +196,10 @@ class SyncRelay:
                             exclude=exclude or (),
                         )
                     except OutboxError as exc:
-                        todo = core.settle_failed(
-                            plan, todo, extra=extra, poll=self.poll_interval
-                        )
-                        if todo is None and self._one_pass:
-                            self._failure = self._failure or exc  # deliver() raises
-                            return
-                        if todo is None and extra:
+                        core.settle_failed(plan, extra=extra, poll=self.poll_interval)
+                        if self._one_pass or extra:
+                            if self._one_pass:
+                                self._failure = self._failure or exc  # deliver() raises
                             return
                         logger.warning("outbox relay: the store failed: %s", exc)
                         time.sleep(pause())
@@ -189,39 +208,49 @@ class SyncRelay:
                 if plan.want or plan.took is not None:
                     claims_left -= 1
                 claimed = core.settled(
-                    plan, todo, written, batch, extra=extra, poll=self.poll_interval
+                    plan, written, batch, extra=extra, poll=self.poll_interval
                 )
-                todo = None
-                if claimed is None and plan.results and plan.want:
-                    # The claim may not see the result it was sent with (one
-                    # statement): the next in that group is due now.  Again.
+                if claimed is None and plan.items and plan.want:
+                    # The claim may not see the results it was sent with (one
+                    # statement): the next of their groups is due now.  Again.
                     continue
                 if claimed is None:
                     if self._one_pass or extra or self._stopping.is_set():
+                        if core.has_results():
+                            continue  # record the rest before leaving
                         return
                     self._idle()
                     continue
-                if not extra and (len(batch) > 1 or core.has_ready()):
+                if not extra and core.has_ready():
                     self.wake()  # an idle worker may take one
-                todo = self._deliver_one(claimed)
+                self._deliver_one(claimed)
         finally:
             if extra:
                 core.extra_done()
             self._main.set()
 
     def _idle(self) -> None:
+        """Wait for work: one idle worker looks at the store every
+        ``poll_interval``; the others sleep until woken (an enqueue here, a
+        claim that found more, stop)."""
         with self._cond:
             if not self._wakes and not self._stopping.is_set():
-                self._cond.wait(self.poll_interval)
+                polling = not self._poller
+                self._poller = self._poller or polling
+                try:
+                    self._cond.wait(self.poll_interval if polling else _STOP_CHECK * 10)
+                finally:
+                    if polling:
+                        self._poller = False
             self._wakes = max(self._wakes - 1, 0)
 
-    def _deliver_one(self, claimed: Claimed) -> Finished | None:
+    def _deliver_one(self, claimed: Claimed) -> None:
         core = self.core
         request: httpx.Request | None = None
         try:
             if self._stopping.is_set():
                 self._release(claimed)
-                return None
+                return
             try:
                 plan = core.prepare(claimed, self.client)
                 if isinstance(plan, Result):
@@ -231,13 +260,10 @@ class SyncRelay:
                     result = self._send(claimed, request)
             except Exception as exc:
                 result = core.failed(claimed, exc)
-            return Finished(
-                claimed, result, label_of(claimed, request), time.monotonic()
-            )
+            core.finish(claimed, result, label_of(claimed, request))
         except BaseException:
             core.let_go(claimed)  # its lease runs out; then it is delivered again
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)
-            return None
 
     def _send(self, claimed: Claimed, request: httpx.Request) -> Result:
         response = self.client.send(request, stream=True)

@@ -40,11 +40,16 @@ logger.addHandler(logging.NullHandler())
 
 DEFAULT_CONCURRENCY = 8
 # Entries a regular worker claims beyond the one it delivers (taken by the
-# next free worker): half the claims, while there is a backlog.
-CLAIM_AHEAD = 1
+# next free workers without a store call): a quarter of the claims, and the
+# results of four deliveries recorded by one statement, while there is a
+# backlog.
+CLAIM_AHEAD = 3
 # Seconds all slots must have been busy before an endpoint with nothing
 # running may take an extra one.
 OVERFLOW_AFTER = 0.5
+# Seconds a result may wait for a worker's store call before the relay's
+# loop records it.
+RECORD_AFTER = 0.02
 # Seconds between purges of old entries by a running relay, and the most
 # batches (of 500 rows, one transaction each) per purge.
 PURGE_EVERY = 60.0
@@ -58,7 +63,7 @@ def new_holder() -> str:
 
 @dataclass(frozen=True)
 class Finished:
-    """A delivery's result, to be recorded by its worker's next transaction."""
+    """A delivery's result, waiting to be recorded."""
 
     claimed: Claimed
     result: Result
@@ -68,16 +73,21 @@ class Finished:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a worker's next store call does: record ``results``, claim
-    ``want`` entries; ``took``: an entry claimed ahead, to deliver."""
+    """What a worker's next store call does: record ``items`` (results of
+    any worker's deliveries), claim ``want`` entries; ``took``: an entry
+    claimed ahead, to deliver."""
 
-    results: list[tuple[Claimed, Result]]
+    items: list[Finished]
     want: int
     took: Claimed | None
 
     @property
+    def results(self) -> list[tuple[Claimed, Result]]:
+        return [(item.claimed, item.result) for item in self.items]
+
+    @property
     def calls_store(self) -> bool:
-        return bool(self.results) or self.want > 0
+        return bool(self.items) or self.want > 0
 
     @property
     def empty(self) -> bool:
@@ -120,6 +130,7 @@ class RelayCore:
         # Claimed ahead (a worker claims two while there is a backlog), not
         # being delivered yet: the next free worker takes one from here.
         self._ready: deque[Claimed] = deque()
+        self._unrecorded: list[Finished] = []
 
     # -- claims ----------------------------------------------------------------
 
@@ -161,9 +172,10 @@ class RelayCore:
         return items
 
     def extra_worker(self, now: float) -> list[str] | None:
-        """The endpoints an extra worker must leave out, if one should start
-        now: every worker has held one delivery for ``OVERFLOW_AFTER``
-        seconds, and fewer than ``concurrency`` extra workers run."""
+        """The endpoints an extra worker must leave out (those with a delivery
+        running), if one should start now: every worker has held one
+        delivery for ``OVERFLOW_AFTER`` seconds, and fewer than
+        ``concurrency`` extra workers run."""
         with self._lock:
             regular = self._sending_since()
             if (
@@ -175,7 +187,7 @@ class RelayCore:
                 return None
             self._extras += 1
             self._extra_quiet_until = float("inf")  # until this one has claimed
-            return sorted({h.claimed.endpoint for h in self.held.values()})
+            return sorted({h.claimed.endpoint for h in self.held.values() if h.sending})
 
     def extra_claimed(self, found: bool, now: float, poll: float) -> None:
         """An extra worker's claim came back (empty: look again in ``poll``
@@ -215,46 +227,47 @@ class RelayCore:
         with self._lock:
             return len(self.held)
 
-    def recording_expired(self, item: Finished) -> bool:
-        """Whether to stop trying to record ``item`` while the store fails:
-        after a lease, another relay may hold the entry and deliver it
-        again (with the same key)."""
-        if time.monotonic() - item.since < self.lease:
-            return False
-        logger.error(
-            "outbox entry %s: result not recorded (the store fails); it will be "
-            "delivered again, with the same key, after its lease",
-            item.claimed.id,
-        )
-        return True
+    def finish(self, claimed: Claimed, result: Result, label: str) -> None:
+        """A delivery ended: its result is recorded with the next store call
+        of any worker (or by the relay's loop, when it has waited a while)."""
+        with self._lock:
+            self._unrecorded.append(Finished(claimed, result, label, time.monotonic()))
 
-    # -- a worker's steps (the relays only do the I/O between them) ---------------
+    def take_results(self, older_than: float = 0.0) -> list[Finished]:
+        """The results not yet recorded (if the oldest waited ``older_than``
+        seconds)."""
+        with self._lock:
+            items = self._unrecorded
+            if not items or time.monotonic() - items[0].since < older_than:
+                return []
+            self._unrecorded = []
+        return items
+
+    def has_results(self) -> bool:
+        with self._lock:
+            return bool(self._unrecorded)
 
     def plan(
-        self,
-        todo: Finished | None,
-        exclude: list[str] | None,
-        *,
-        stopping: bool,
-        claims_left: int,
+        self, exclude: list[str] | None, *, stopping: bool, claims_left: int
     ) -> Plan:
-        """What a worker does next: record its last result, and take an entry
-        claimed ahead or claim (two for a regular worker: one to deliver,
-        one ahead; one for an extra worker, whose claim leaves ``exclude``
-        out)."""
+        """What a worker does next: take an entry claimed ahead, or claim
+        (two for a regular worker: one to deliver, one ahead; one for an
+        extra worker, whose claim leaves ``exclude`` out), recording with
+        that claim every result waiting to be recorded."""
         took = None
         want = 0
         if claims_left != 0 and not stopping:
             took = self.take_ready(exclude)
             if took is None:
                 want = self.reserve(1 if exclude is not None else 1 + CLAIM_AHEAD)
-        results = [] if todo is None else [(todo.claimed, todo.result)]
-        return Plan(results, want, took)
+        # An entry claimed ahead is delivered without a store call; results
+        # wait for the next one (or for the relay's loop).
+        items = [] if took is not None else self.take_results()
+        return Plan(items, want, took)
 
     def settled(
         self,
         plan: Plan,
-        todo: Finished | None,
         written: list[bool],
         batch: list[Claimed],
         *,
@@ -263,13 +276,11 @@ class RelayCore:
     ) -> Claimed | None:
         """Book a worker's store call; return the entry it delivers next."""
         now = time.monotonic()
-        if todo is not None:
-            self.done(todo.claimed, todo.result, written[0], todo.label)
-        if plan.want:
-            if len(batch) < plan.want:
-                self.unreserve(plan.want - len(batch))
-            if extra:
-                self.extra_claimed(bool(batch), now, poll)
+        self.recorded(plan.items, written)
+        if plan.want and len(batch) < plan.want:
+            self.unreserve(plan.want - len(batch))
+        if extra and (plan.want or plan.took is not None):
+            self.extra_claimed(bool(batch) or plan.took is not None, now, poll)
         for claimed in batch:
             self.hold(claimed, now)
         entries = ([plan.took] if plan.took is not None else []) + batch
@@ -280,11 +291,14 @@ class RelayCore:
         self.sending(entries[0], now, extra=extra)
         return entries[0]
 
-    def settle_failed(
-        self, plan: Plan, todo: Finished | None, *, extra: bool, poll: float
-    ) -> Finished | None:
-        """The store failed a worker's call; return the result it still
-        has to record (None: given up)."""
+    def recorded(self, items: list[Finished], written: list[bool]) -> None:
+        for item, ok in zip(items, written, strict=True):
+            self.done(item.claimed, item.result, ok, item.label)
+
+    def settle_failed(self, plan: Plan, *, extra: bool, poll: float) -> None:
+        """The store failed a worker's call: its claim is undone, its results
+        wait to be recorded (a lease at most: after it, another relay may
+        hold the entry and delivers it again, with the same key)."""
         if plan.want:
             self.unreserve(plan.want)
             if extra:
@@ -292,10 +306,23 @@ class RelayCore:
         if plan.took is not None:
             with self._lock:
                 self._ready.appendleft(plan.took)
-        if todo is not None and self.recording_expired(todo):
-            self.done(todo.claimed, todo.result, False, todo.label)
-            return None
-        return todo
+        self.not_recorded(plan.items)
+
+    def not_recorded(self, items: list[Finished], *, final: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for item in items:
+            if now - item.since < self.lease and not final:
+                keep.append(item)
+                continue
+            logger.error(
+                "outbox entry %s: result not recorded (the store fails); it will "
+                "be delivered again, with the same key, after its lease",
+                item.claimed.id,
+            )
+            self.done(item.claimed, item.result, False, item.label)
+        with self._lock:
+            self._unrecorded[:0] = keep
 
     def _sending_since(self) -> list[float]:
         """When the regular workers' deliveries began (lock held)."""
@@ -333,9 +360,12 @@ class RelayCore:
                 )
 
     def next_wake(self, now: float, poll: float) -> float:
-        """Seconds until something is due: a renewal, an extra worker."""
+        """Seconds until something is due: a renewal, an extra worker, a
+        result to record."""
         wait = poll
         with self._lock:
+            if self._unrecorded:
+                wait = min(wait, self._unrecorded[0].since + RECORD_AFTER - now)
             for h in self.held.values():
                 wait = min(wait, h.renewed + self.lease / 3 - now)
             regular = self._sending_since()
