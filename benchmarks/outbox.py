@@ -71,8 +71,8 @@ class Options:
     @staticmethod
     def make(quick: bool) -> Options:
         if quick:
-            return Options(True, 2, 40, 2, 300, 1, 240)
-        return Options(False, 5, 200, 5, 1000, 3, 600)
+            return Options(True, 2, 40, 4, 150, 1, 240)
+        return Options(False, 5, 200, 15, 300, 3, 600)
 
 
 def _spread(values: Sequence[float]) -> str:
@@ -321,7 +321,8 @@ def delivery(opts: Options, report: Report, pg: Postgres | None) -> None:
         relay_client.close()
     table.notes += [
         f"{opts.delivery_rounds} rounds x {calls} POSTs with a JSON body to the "
-        "loopback server's /fast (in this process); both sides use a "
+        "loopback server's /fast (in this process), short rounds in turn so "
+        "that both sides meet the same load of the machine; both sides use a "
         "reliable_client.Client with its defaults and the same concurrency.",
         "The relay's time covers claiming under leases, sending, and recording "
         "each answer (status, headers, body); the entries were enqueued before "

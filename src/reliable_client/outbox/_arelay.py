@@ -26,8 +26,8 @@ from ._model import Claimed, DeliveryCounts, OutboxError, Result
 from ._relay_core import (
     PURGE_BATCHES,
     RECORD_AFTER,
+    Label,
     RelayCore,
-    label_of,
     logger,
     record_delays,
 )
@@ -276,7 +276,7 @@ class AsyncRelay:
                     result = await self._send(claimed, request)
             except Exception as exc:
                 result = core.failed(claimed, exc)
-            core.finish(claimed, result, label_of(claimed, request))
+            core.finish(claimed, result, Label(claimed, request))
         except asyncio.CancelledError:
             core.let_go(claimed)  # its lease runs out; then it is delivered again
             raise

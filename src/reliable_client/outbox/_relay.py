@@ -25,8 +25,8 @@ from ._model import Claimed, DeliveryCounts, OutboxError, Result
 from ._relay_core import (
     PURGE_BATCHES,
     RECORD_AFTER,
+    Label,
     RelayCore,
-    label_of,
     logger,
     record_delays,
 )
@@ -260,7 +260,7 @@ class SyncRelay:
                     result = self._send(claimed, request)
             except Exception as exc:
                 result = core.failed(claimed, exc)
-            core.finish(claimed, result, label_of(claimed, request))
+            core.finish(claimed, result, Label(claimed, request))
         except BaseException:
             core.let_go(claimed)  # its lease runs out; then it is delivered again
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)

@@ -33,7 +33,7 @@ from ._model import DEAD, DELIVERED, Claimed, DeliveryCounts, OutboxEntry, Resul
 if TYPE_CHECKING:
     from ._outbox import Outbox
 
-__all__ = ["DEFAULT_CONCURRENCY", "RelayCore", "logger", "new_holder"]
+__all__ = ["DEFAULT_CONCURRENCY", "Label", "RelayCore", "logger", "new_holder"]
 
 logger = logging.getLogger("reliable_client.outbox")
 logger.addHandler(logging.NullHandler())
@@ -67,7 +67,7 @@ class Finished:
 
     claimed: Claimed
     result: Result
-    label: str
+    label: Label
     since: float  # time.monotonic() when it was ready
 
 
@@ -227,7 +227,7 @@ class RelayCore:
         with self._lock:
             return len(self.held)
 
-    def finish(self, claimed: Claimed, result: Result, label: str) -> None:
+    def finish(self, claimed: Claimed, result: Result, label: Label) -> None:
         """A delivery ended: its result is recorded with the next store call
         of any worker (or by the relay's loop, when it has waited a while)."""
         with self._lock:
@@ -429,7 +429,7 @@ class RelayCore:
         )
 
     def done(
-        self, claimed: Claimed, result: Result, recorded: bool, label: str
+        self, claimed: Claimed, result: Result, recorded: bool, label: object
     ) -> None:
         """Count, log and tell the application (callbacks, waiters)."""
         self.let_go(claimed)
@@ -512,6 +512,19 @@ class RelayCore:
                 lost=c["lost"],
                 released=c["released"],
             )
+
+
+class Label:
+    """ "METHOD URL" without query or user info, made only when logged."""
+
+    __slots__ = ("_claimed", "_request")
+
+    def __init__(self, claimed: Claimed, request: httpx.Request | None) -> None:
+        self._claimed = claimed
+        self._request = request
+
+    def __str__(self) -> str:
+        return label_of(self._claimed, self._request)
 
 
 def label_of(claimed: Claimed, request: httpx.Request | None) -> str:
