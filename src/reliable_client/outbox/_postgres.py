@@ -15,17 +15,25 @@ Needs psycopg 3: ``pip install 'reliable-client[postgres]'``.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._model import Claimed, NewEntry, OutboxEntry, OutboxError, Result, State
+from ._postgres_sql import (
+    BY_KEY,
+    ENTRY,
+    INSERT,
+    INSERT_IN_GROUP,
+    NOW,
+    SECONDS,
+    epoch,
+    record_params,
+    settle_sql,
+)
 from ._schema import META, POSTGRES_SCHEMA, SCHEMA_VERSION, TABLE, judge_schema
 from ._store import (
-    CLAIM_COLUMNS,
-    ENTRY_COLUMNS,
     OutboxStore,
     fresh_entry,
     pairs_to_json,
@@ -40,90 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _LOCK_CLASS = 0x52434F42  # "RCOB": advisory locks of this module
-
-
-def _epoch(column: str) -> str:
-    return f"extract(epoch FROM {column})::float8"
-
-
-_ENTRY = ENTRY_COLUMNS.format(
-    created_at=_epoch("created_at"),
-    delivered_at=_epoch("delivered_at"),
-    due_at=_epoch("due_at"),
-)
-_CLAIM = CLAIM_COLUMNS.format(
-    created_at=_epoch("created_at"), horizon_from=_epoch("horizon_from")
-)
-_NOW = "statement_timestamp()"
-_SECONDS = "* interval '1 second'"
-_INSERT = (
-    f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
-    " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
-    f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, {_NOW}, {_NOW})"
-    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
-)
-_INSERT_IN_GROUP = (
-    "WITH locked AS (SELECT pg_advisory_xact_lock(%s, hashtext(%s)))"
-    f" INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
-    " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
-    " SELECT %s, %s, %s, %s, %s, %s, %s, %s::bytea, %s, %s,"
-    f" {_NOW}, {_NOW}, {_NOW} FROM locked"
-    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {_epoch(_NOW)}"
-)
-# Results of several deliveries in one statement.
-_RECORD_ROW = (
-    "(%s::bigint, %s::bigint, %s::text, %s::int, %s::text, %s::int, %s::text,"
-    " %s::bytea, %s::bool, %s::float8)"
-)
-_RECORD = (
-    f"UPDATE {TABLE} AS t SET state = v.state, attempts = t.attempts + v.attempts,"
-    " last_error = v.reason, status = v.status, response_headers = v.headers,"
-    " response_body = v.body, already_existed = v.existed,"
-    f" due_at = {_NOW} + v.delay {_SECONDS},"
-    f" delivered_at = CASE WHEN v.state = 'delivered' THEN {_NOW} END,"
-    f" finished_at = CASE WHEN v.state <> 'pending' THEN {_NOW} END,"
-    " lease_until = NULL, holder = NULL FROM (VALUES {rows}) AS v(seq, token,"
-    " state, attempts, reason, status, headers, body, existed, delay)"
-    " WHERE t.seq = v.seq AND t.token = v.token AND t.state = 'pending'"
-    " RETURNING t.seq"
-)
-_CLAIMING = (
-    f"c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
-    " AND due_at <= {due}"
-    f" AND (lease_until IS NULL OR lease_until <= {_NOW})"
-    " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
-    f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
-    " AND NOT (endpoint = ANY(%s)) ORDER BY due_at, seq LIMIT %s"
-    f" FOR UPDATE SKIP LOCKED), cl AS (UPDATE {TABLE} AS t SET token = t.token + 1,"
-    f" deliveries = t.deliveries + 1, lease_until = {_NOW} + %s {_SECONDS},"
-    f" holder = %s FROM c WHERE t.seq = c.seq RETURNING"
-    f" {_CLAIM.replace('seq,', 't.seq,', 1)}, {_epoch(_NOW)} AS now)"
-)
-
-
-@functools.lru_cache(maxsize=64)
-def _settle_sql(results: int, claiming: bool, cutoff: bool) -> str:
-    """One statement that records ``results`` results (data-modifying CTE
-    ``rec``) and claims (``c``/``cl``): one round trip, one parse.  Its first
-    column is the array of recorded seqs, the others a claimed row (NULLs
-    when none was claimed)."""
-    ctes = []
-    if results:
-        rows = ", ".join([_RECORD_ROW] * results)
-        ctes.append(f"rec AS ({_RECORD.format(rows=rows)})")
-    if claiming:
-        due = f"LEAST({_NOW}, to_timestamp(%s))" if cutoff else _NOW
-        ctes.append(_CLAIMING.format(due=due))
-    recorded = "ARRAY(SELECT seq FROM rec)" if results else "ARRAY[]::bigint[]"
-    claimed = "cl.*" if claiming else "NULL"
-    join = "LEFT JOIN cl ON true" if claiming else ""
-    return (
-        f"WITH {', '.join(ctes)} SELECT {recorded}, {claimed}"
-        f" FROM (VALUES (1)) AS one {join}"
-    )
-
-
-_BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 
 
 def _import_psycopg() -> Any:
@@ -253,7 +177,7 @@ class PostgresStore(OutboxStore):
 
     def now(self) -> float:
         with self._connection() as conn:
-            row = conn.execute(f"SELECT {_epoch('clock_timestamp()')}").fetchone()
+            row = conn.execute(f"SELECT {epoch('clock_timestamp()')}").fetchone()
         assert row is not None
         return float(row[0])
 
@@ -283,15 +207,15 @@ class PostgresStore(OutboxStore):
             entry.group,
         )
         if entry.group is None:
-            row = conn.execute(_INSERT, values).fetchone()
+            row = conn.execute(INSERT, values).fetchone()
         else:
             # The group's advisory lock, held to the end of the transaction
             # (the caller's, or this statement's own).
             row = conn.execute(
-                _INSERT_IN_GROUP, (_LOCK_CLASS, entry.group, *values)
+                INSERT_IN_GROUP, (_LOCK_CLASS, entry.group, *values)
             ).fetchone()
         if row is None:  # the key is there already
-            found = conn.execute(_BY_KEY, (entry.idempotency_key,)).fetchone()
+            found = conn.execute(BY_KEY, (entry.idempotency_key,)).fetchone()
             assert found is not None
             return row_to_entry(found), str(found[-1])
         return fresh_entry(entry, float(row[0])), entry.fingerprint
@@ -319,14 +243,14 @@ class PostgresStore(OutboxStore):
     def get(self, entry_id: str) -> OutboxEntry | None:
         with self._connection() as conn:
             row = conn.execute(
-                f"SELECT {_ENTRY} FROM {TABLE} WHERE id = %s", (entry_id,)
+                f"SELECT {ENTRY} FROM {TABLE} WHERE id = %s", (entry_id,)
             ).fetchone()
         return None if row is None else row_to_entry(row)
 
     def counts(self) -> dict[str, int]:
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT state, count(*), count(*) FILTER (WHERE lease_until > {_NOW})"
+                f"SELECT state, count(*), count(*) FILTER (WHERE lease_until > {NOW})"
                 f" FROM {TABLE} GROUP BY state"
             ).fetchall()
         found = {row[0]: (int(row[1]), int(row[2])) for row in rows}
@@ -343,7 +267,7 @@ class PostgresStore(OutboxStore):
         where, params = ("WHERE state = %s", [state]) if state else ("", [])
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_ENTRY} FROM {TABLE} {where} ORDER BY seq LIMIT %s OFFSET %s",
+                f"SELECT {ENTRY} FROM {TABLE} {where} ORDER BY seq LIMIT %s OFFSET %s",
                 (*params, limit, offset),
             ).fetchall()
         return [row_to_entry(row) for row in rows]
@@ -361,12 +285,12 @@ class PostgresStore(OutboxStore):
         if not results and count <= 0:
             return [], []
         params: list[Any] = [
-            p for claimed, result in results for p in _record_params(claimed, result)
+            p for claimed, result in results for p in record_params(claimed, result)
         ]
         if count > 0:
             params += [] if cutoff is None else [cutoff]
             params += [list(exclude), count, lease, holder]
-        sql = _settle_sql(len(results), count > 0, cutoff is not None)
+        sql = settle_sql(len(results), count > 0, cutoff is not None)
         with self._connection() as conn:
             rows = conn.execute(sql, params).fetchall()
         kept = {int(seq) for seq in rows[0][0]} if rows else set()
@@ -382,7 +306,7 @@ class PostgresStore(OutboxStore):
             return set()
         with self._connection() as conn:
             rows = conn.execute(
-                f"UPDATE {TABLE} AS t SET lease_until = {_NOW} + %s {_SECONDS}"
+                f"UPDATE {TABLE} AS t SET lease_until = {NOW} + %s {SECONDS}"
                 " FROM unnest(%s::bigint[], %s::bigint[]) AS h(seq, token)"
                 " WHERE t.seq = h.seq AND t.token = h.token AND t.state = 'pending'"
                 " RETURNING t.seq",
@@ -406,8 +330,8 @@ class PostgresStore(OutboxStore):
         )
         with self._connection() as conn:
             cursor = conn.execute(
-                f"UPDATE {TABLE} SET state = 'pending', due_at = {_NOW},"
-                f" horizon_from = {_NOW}, deliveries = 0, status = NULL,"
+                f"UPDATE {TABLE} SET state = 'pending', due_at = {NOW},"
+                f" horizon_from = {NOW}, deliveries = 0, status = NULL,"
                 " response_headers = NULL, response_body = NULL,"
                 " already_existed = FALSE, finished_at = NULL, lease_until = NULL"
                 f" WHERE state = 'dead' {only}",
@@ -419,23 +343,8 @@ class PostgresStore(OutboxStore):
         with self._connection() as conn:
             cursor = conn.execute(
                 f"DELETE FROM {TABLE} WHERE seq IN (SELECT seq FROM {TABLE}"
-                f" WHERE state = %s AND finished_at <= {_NOW} - %s {_SECONDS}"
+                f" WHERE state = %s AND finished_at <= {NOW} - %s {SECONDS}"
                 " ORDER BY finished_at LIMIT %s)",
                 (state, older_than, batch),
             )
             return cursor.rowcount
-
-
-def _record_params(claimed: Claimed, result: Result) -> tuple[Any, ...]:
-    return (
-        claimed.seq,
-        claimed.token,
-        result.state,
-        result.attempts,
-        result.reason,
-        result.status,
-        pairs_to_json(result.response_headers),
-        result.response_body,
-        result.already_existed,
-        result.delay or 0.0,
-    )

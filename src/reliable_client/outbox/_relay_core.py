@@ -1,42 +1,38 @@
-"""What the sync and async relays share: their workers' bookkeeping, the
-leases they renew, what a delivery's outcome records, counters and logging.
-The relays themselves (``_relay.py``, ``_arelay.py``) only do the I/O.
+"""What the sync and async relays share: their workers' steps, slots and
+claims, the leases they renew (here), what a delivery records
+(:mod:`._delivery`).  The relays themselves (``_relay.py``, ``_arelay.py``)
+only do the I/O.
 
-Workers: a relay runs ``concurrency`` workers.  Each one, in a single store
-transaction, records the result of its last delivery and claims its next
-entry, then delivers it: one transaction per delivery, no central loop to
-wait for.  When every worker has been busy with one delivery for a while (a
-slow endpoint), the relay adds extra one-shot workers, up to
-``concurrency`` of them, each for an endpoint with nothing running, so that
-one slow endpoint cannot stall the others.
+Workers: a relay runs ``concurrency`` workers, each delivering one entry at
+a time.  A worker that needs an entry takes one claimed ahead, or claims
+(its own and three ahead, while there is a backlog) and, in the same store
+call, records every result that waits to be recorded: one statement for the
+results of several deliveries, no central loop to wait for.  When every
+worker has been busy with one delivery for a while (a slow endpoint), the
+relay adds extra one-shot workers, up to ``concurrency`` of them, each for
+an endpoint with nothing running, so that one slow endpoint cannot stall
+the others.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
-from .._outcome import outcome, safe_url
-from ._decision import Response, before_send, from_error, from_response, keep_headers
-from ._model import DEAD, DELIVERED, Claimed, DeliveryCounts, OutboxEntry, Result
+from ._delivery import DeliveryBook, Label, logger
+from ._model import Claimed, Result
 
 if TYPE_CHECKING:
     from ._outbox import Outbox
 
 __all__ = ["DEFAULT_CONCURRENCY", "Label", "RelayCore", "logger", "new_holder"]
 
-logger = logging.getLogger("reliable_client.outbox")
-logger.addHandler(logging.NullHandler())
 
 DEFAULT_CONCURRENCY = 8
 # Entries a regular worker claims beyond the one it delivers (taken by the
@@ -103,8 +99,10 @@ class _Held:
     sending: float | None = None  # time.monotonic() when its delivery began
 
 
-class RelayCore:
-    """The state of one ``deliver``/``run`` (sync or async)."""
+class RelayCore(DeliveryBook):
+    """The state of one ``deliver``/``run`` (sync or async): its slots,
+    claims and leases (here), and what its deliveries record
+    (:class:`DeliveryBook`)."""
 
     def __init__(self, outbox: Outbox, concurrency: int, limit: int | None) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
@@ -222,6 +220,12 @@ class RelayCore:
             self.held.pop(claimed.seq, None)
             if self._extra_quiet_until != float("inf"):
                 self._extra_quiet_until = 0.0  # a slot is free: look again
+
+    def claimed_at(self, claimed: Claimed) -> float | None:
+        """When (``time.monotonic()``) this relay claimed the entry."""
+        with self._lock:
+            held = self.held.get(claimed.seq)
+        return None if held is None else held.started
 
     def busy(self) -> int:
         with self._lock:
@@ -373,165 +377,6 @@ class RelayCore:
                 ready = max(min(regular) + OVERFLOW_AFTER, self._extra_quiet_until)
                 wait = min(wait, ready - now)
         return max(wait, 0.001)
-
-    # -- one delivery ------------------------------------------------------
-
-    def store_now(self, claimed: Claimed) -> float:
-        """The store's clock now, from the claim's reading."""
-        with self._lock:
-            held = self.held.get(claimed.seq)
-        start = held.started if held is not None else time.monotonic()
-        return claimed.claimed_at + (time.monotonic() - start)
-
-    def prepare(
-        self, claimed: Claimed, client: httpx.Client | httpx.AsyncClient
-    ) -> Result | httpx.Request:
-        """The request to send, or a result without sending."""
-        early = before_send(claimed, self.policy, self.store_now(claimed))
-        if early is not None:
-            return early
-        return client.build_request(
-            claimed.method,
-            claimed.url,
-            headers=list(claimed.headers),
-            content=claimed.body,
-        )
-
-    def answered(
-        self, claimed: Claimed, response: httpx.Response, body: bytes
-    ) -> Result:
-        result = outcome(response)
-        kept: Response = (
-            response.status_code,
-            keep_headers(response.headers.multi_items()),
-            body[: self.outbox.max_response_body],
-        )
-        return from_response(
-            claimed,
-            kept,
-            result.attempts,
-            self.policy,
-            self.store_now(claimed),
-            already_existed=result.already_existed,
-        )
-
-    def failed(self, claimed: Claimed, error: BaseException) -> Result:
-        attempts = outcome(error).attempts if isinstance(error, Exception) else 1
-        if not isinstance(error, httpx.HTTPError):
-            logger.error(
-                "outbox entry %s: the client raised %s; redelivering",
-                claimed.id,
-                type(error).__name__,
-                exc_info=error,
-            )
-        return from_error(
-            claimed, error, attempts, self.policy, self.store_now(claimed)
-        )
-
-    def done(
-        self, claimed: Claimed, result: Result, recorded: bool, label: object
-    ) -> None:
-        """Count, log and tell the application (callbacks, waiters)."""
-        self.let_go(claimed)
-        name = {"pending": "rescheduled"}.get(result.state, result.state)
-        if not recorded:
-            name = "lost"
-        with self._lock:
-            self._counts[name] += 1
-        self.outbox._count(name, result.attempts)
-        if not recorded:
-            logger.warning(
-                "%s (entry %s): result not recorded, another relay holds it now",
-                label,
-                claimed.id,
-            )
-            return
-        if result.state == DELIVERED:
-            logger.info(
-                "delivered %s (entry %s): status %s after %d attempt(s)",
-                label,
-                claimed.id,
-                result.status,
-                result.attempts,
-            )
-        elif result.state == DEAD:
-            logger.warning(
-                "dead %s (entry %s) after %d deliveries: %s",
-                label,
-                claimed.id,
-                claimed.deliveries,
-                result.reason,
-            )
-        else:
-            logger.info(
-                "redelivering %s (entry %s) in %.3fs after %s (delivery %d)",
-                label,
-                claimed.id,
-                result.delay or 0.0,
-                result.reason,
-                claimed.deliveries,
-            )
-        if result.state != "pending" and self.outbox._told(claimed.id):
-            self.outbox._finished(self.entry_of(claimed, result))
-
-    def entry_of(self, claimed: Claimed, result: Result) -> OutboxEntry:
-        """The entry as just recorded (no read from the store)."""
-        now = self.store_now(claimed)
-        return OutboxEntry(
-            id=uuid.UUID(claimed.id),
-            idempotency_key=claimed.idempotency_key,
-            resource_id=claimed.resource_id,
-            method=claimed.method,
-            url=claimed.url,
-            group=claimed.group,
-            state=result.state,
-            attempts=claimed.attempts + result.attempts,
-            deliveries=claimed.deliveries,
-            last_error=result.reason,
-            status=result.status,
-            response_headers=httpx.Headers(list(result.response_headers)),
-            response_body=result.response_body,
-            already_existed=result.already_existed,
-            created_at=claimed.created_at,
-            delivered_at=now if result.state == DELIVERED else None,
-        )
-
-    def released(self, claimed: Claimed) -> None:
-        self.let_go(claimed)
-        with self._lock:
-            self._counts["released"] += 1
-        self.outbox._count("released", 0)
-
-    def counts(self) -> DeliveryCounts:
-        with self._lock:
-            c = self._counts
-            return DeliveryCounts(
-                delivered=c["delivered"],
-                dead=c["dead"],
-                rescheduled=c["rescheduled"],
-                lost=c["lost"],
-                released=c["released"],
-            )
-
-
-class Label:
-    """ "METHOD URL" without query or user info, made only when logged."""
-
-    __slots__ = ("_claimed", "_request")
-
-    def __init__(self, claimed: Claimed, request: httpx.Request | None) -> None:
-        self._claimed = claimed
-        self._request = request
-
-    def __str__(self) -> str:
-        return label_of(self._claimed, self._request)
-
-
-def label_of(claimed: Claimed, request: httpx.Request | None) -> str:
-    """ "METHOD URL" without query or user info, safe to log."""
-    if request is not None:
-        return f"{request.method} {safe_url(request.url)}"
-    return f"{claimed.method} {claimed.url.split('?', 1)[0]}"
 
 
 def record_delays() -> Callable[[], float]:
