@@ -285,12 +285,8 @@ class AsyncRelay:
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)
 
     async def _send(self, claimed: Claimed, request: httpx.Request) -> Result:
-        response = await self.client.send(request, stream=True)
-        try:
-            body = await _read(response, self.outbox.max_response_body)
-        finally:
-            await response.aclose()
-        return self.core.answered(claimed, response, body)
+        response = await self.client.send(request)  # read, as the sync relay
+        return self.core.answered(claimed, response, response.content)
 
     async def _release(self, claimed: Claimed) -> None:
         try:
@@ -298,20 +294,6 @@ class AsyncRelay:
         except OutboxError as exc:
             logger.warning("outbox entry %s: release failed: %s", claimed.id, exc)
         self.core.released(claimed)
-
-
-async def _read(response: httpx.Response, cap: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= cap:
-                break
-    except httpx.HTTPError:
-        pass
-    return b"".join(chunks)[:cap]
 
 
 @contextlib.asynccontextmanager

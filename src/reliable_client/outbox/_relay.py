@@ -266,12 +266,11 @@ class SyncRelay:
             logger.exception("outbox relay: delivering entry %s failed", claimed.id)
 
     def _send(self, claimed: Claimed, request: httpx.Request) -> Result:
-        response = self.client.send(request, stream=True)
-        try:
-            body = _read(response, self.outbox.max_response_body)
-        finally:
-            response.close()
-        return self.core.answered(claimed, response, body)
+        # Not streamed: the client reads the body inside its retry loop (a
+        # failure mid-body is retried like any other); max_response_body
+        # bytes of it are kept.
+        response = self.client.send(request)
+        return self.core.answered(claimed, response, response.content)
 
     def _release(self, claimed: Claimed) -> None:
         try:
@@ -279,22 +278,6 @@ class SyncRelay:
         except OutboxError as exc:
             logger.warning("outbox entry %s: release failed: %s", claimed.id, exc)
         self.core.released(claimed)
-
-
-def _read(response: httpx.Response, cap: int) -> bytes:
-    """Up to ``cap`` bytes of the body (a body cut off mid-way keeps what
-    arrived: the status is the answer)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= cap:
-                break
-    except httpx.HTTPError:
-        pass
-    return b"".join(chunks)[:cap]
 
 
 @contextlib.contextmanager
