@@ -148,17 +148,21 @@ def test_stopping_gives_back_what_was_claimed_ahead(
 ) -> None:
     app = EffectsApp(delay=0.5)
     outbox = Outbox(outbox_target)
-    entries = [outbox.enqueue("POST", "/things") for _ in range(3)]
+    entries = [outbox.enqueue("POST", f"/things/{n}") for n in range(12)]
     stop = threading.Event()
     with ChaosServer(app=app) as server:
-        thread, counts = run_relay(outbox, server.url, kind, stop, concurrency=1)
-        wait_until(lambda: server.requests())
-        stop.set()  # one delivery running, the other two claimed ahead
+        thread, counts = run_relay(outbox, server.url, kind, stop, concurrency=3)
+        wait_until(lambda: len(server.requests()) >= 3)
+        stop.set()  # three deliveries running, others claimed ahead of them
         thread.join(10)
-    assert counts == [DeliveryCounts(delivered=1, released=2)]
+        sent = {s.headers["idempotency-key"] for s in server.requests()}
+    (done,) = counts
+    assert done.delivered == len(sent) == 3 and done.released <= 9
     states = [outbox.get(e.id) for e in entries]
-    assert [s.state for s in states if s] == ["delivered", "pending", "pending"]
-    assert [s.deliveries for s in states if s] == [1, 0, 0]
+    delivered = [s for s in states if s and s.state == "delivered"]
+    pending = [s for s in states if s and s.state == "pending"]
+    assert {s.idempotency_key for s in delivered} == sent
+    assert len(pending) == 9 and {s.deliveries for s in pending} == {0}
     assert outbox.stats()["in_flight"] == 0  # nothing left leased
 
 

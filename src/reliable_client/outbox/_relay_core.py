@@ -5,7 +5,7 @@ only do the I/O.
 
 Workers: a relay runs ``concurrency`` workers, each delivering one entry at
 a time.  A worker that needs an entry takes one claimed ahead, or claims
-(its own and three ahead, while there is a backlog) and, in the same store
+(its own and up to seven ahead, while there is a backlog) and, in the same store
 call, records every result that waits to be recorded: one statement for the
 results of several deliveries, no central loop to wait for.  When every
 worker has been busy with one delivery for a while (a slow endpoint), the
@@ -35,11 +35,12 @@ __all__ = ["DEFAULT_CONCURRENCY", "Label", "RelayCore", "logger", "new_holder"]
 
 
 DEFAULT_CONCURRENCY = 8
-# Entries a regular worker claims beyond the one it delivers (taken by the
-# next free workers without a store call): a quarter of the claims, and the
-# results of four deliveries recorded by one statement, while there is a
-# backlog.
-CLAIM_AHEAD = 3
+# Entries a regular worker claims, at most, beyond the one it delivers (taken
+# by the next free workers without a store call), while there is a backlog:
+# one claim, and one statement recording results, for up to eight
+# deliveries.  Never more than the other workers can take (none for a relay
+# of concurrency 1).
+CLAIM_AHEAD = 7
 # Seconds all slots must have been busy before an endpoint with nothing
 # running may take an extra one.
 OVERFLOW_AFTER = 0.5
@@ -129,6 +130,7 @@ class RelayCore(DeliveryBook):
         # being delivered yet: the next free worker takes one from here.
         self._ready: deque[Claimed] = deque()
         self._unrecorded: list[Finished] = []
+        self._claim_size = 1 + min(CLAIM_AHEAD, concurrency - 1)
 
     # -- claims ----------------------------------------------------------------
 
@@ -263,7 +265,7 @@ class RelayCore(DeliveryBook):
         if claims_left != 0 and not stopping:
             took = self.take_ready(exclude)
             if took is None:
-                want = self.reserve(1 if exclude is not None else 1 + CLAIM_AHEAD)
+                want = self.reserve(1 if exclude is not None else self._claim_size)
         # An entry claimed ahead is delivered without a store call; results
         # wait for the next one (or for the relay's loop).
         items = [] if took is not None else self.take_results()
