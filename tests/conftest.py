@@ -151,3 +151,13 @@ async def store(
         yield made
     finally:
         await made.aclose()
+
+
+# --- The outbox's engines (SQLite, and a PostgreSQL server the tests start) --
+
+from .outbox_support import (  # noqa: E402, F401 - fixtures
+    outbox_target,
+    postgres_server,
+    postgres_url,
+    sqlite_target,
+)

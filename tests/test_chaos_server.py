@@ -217,3 +217,27 @@ def test_seen_requests_name_their_connection() -> None:
         httpx.get(server.url + "/x")
         assert [seen.connection for seen in server.requests("/x")] == [1, 1, 2]
         assert server.connections == 2
+
+
+def test_a_request_cut_short_never_reaches_the_app() -> None:
+    import socket
+
+    calls: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        calls.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with ChaosServer(app=app) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            # 100 bytes announced, 10 sent: the client dies mid-body.
+            conn.sendall(
+                b"POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+                b"0123456789"
+            )
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(5)
+            assert conn.recv(100) == b""  # dropped, not answered
+        assert httpx.post(server.url + "/orders", content=b"whole").status_code == 204
+    assert calls == [b"whole"]

@@ -65,9 +65,18 @@ def test_run_caller_counts_what_the_server_did(tmp_path: Path) -> None:
     assert plain.requests == 80 and plain.failed > 0  # lost responses, unretried
     naive = results["naive retries"]
     assert naive.duplicates > 0  # retried creates without keys
-    assert seen[-1] == ("reliable_client", 80, 80)
+    outboxed = results["reliable_client + outbox"]
+    # Its relay was SIGKILLed mid-run, again and again: still every payment
+    # made, and made once.
+    assert outboxed.relay_kills == _demo.RELAY_KILLS
+    assert outboxed.duplicates == 0 and outboxed.missing == 0
+    assert outboxed.payments == outboxed.succeeded == 80 and outboxed.failed == 0
+    assert outboxed.requests >= 80 and len(outboxed.latencies) == 80
+    assert ("reliable_client + outbox", 80, 80) in seen
     table = _demo.format_table(list(results.values()), config)
     assert "reliable_client" in table and "duplicates" in table
+    row = next(line for line in table.splitlines() if "+ outbox" in line)
+    assert row.split()[-1] == f"{_demo.RELAY_KILLS}x"
 
 
 def test_cli_runs_the_demo_and_plots(
@@ -95,6 +104,7 @@ def test_cli_runs_the_demo_and_plots(
     out = capsys.readouterr()
     assert code == 0
     assert "reliable_client" in out.out and "plain httpx" in out.out
+    assert "reliable_client + outbox" in out.out
     assert "[##############################] 40/40" in out.err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -8,7 +8,10 @@ payments:
 
 - plain httpx: one attempt, no keys;
 - the naive fix: retry everything (tenacity), no keys;
-- reliable_client: keys, client-generated ids, the safety rule, a budget.
+- reliable_client: keys, client-generated ids, the safety rule, a budget;
+- reliable_client + outbox: each payment written down in an outbox (SQLite)
+  and delivered by a relay in a process of its own, which the demo kills
+  with SIGKILL several times during the run and restarts.
 
 The server then tells what really happened: payments created, duplicates,
 payments missing.
@@ -41,7 +44,15 @@ from .testing import ChaosServer, FaultMix
 
 __all__ = ["PaymentsApp", "main", "run_demo"]
 
-CALLERS = ("plain httpx", "naive retries", "reliable_client")
+CALLERS = (
+    "plain httpx",
+    "naive retries",
+    "reliable_client",
+    "reliable_client + outbox",
+)
+OUTBOX_CALLER = CALLERS[3]
+#: Times the outbox caller's relay process is SIGKILLed during a run.
+RELAY_KILLS = 4
 DEFAULT_FAULTS = (
     "drop_after=0.08,drop_before=0.03,reset=0.03,unavailable=0.06,stall=0.01"
 )
@@ -186,6 +197,7 @@ class Result:
     duplicates: int = 0
     missing: int = 0
     requests: int = 0
+    relay_kills: int | None = None
     latencies: list[float] = field(default_factory=list)
     request_times: list[float] = field(default_factory=list)
     outage_start: float | None = None
@@ -232,6 +244,10 @@ def run_caller(
 ) -> Result:
     from .server import IdempotencyMiddleware
 
+    if name == OUTBOX_CALLER:
+        from ._demo_outbox import run_outbox_caller
+
+        return run_outbox_caller(config, folder, progress)
     payments = PaymentsApp()
     app = IdempotencyMiddleware(payments, store=_make_store(config, folder / name))
     result = Result(name, config.calls)
@@ -279,11 +295,16 @@ def run_caller(
         seen = server.requests("/payments")
         result.requests = len(seen)
         result.request_times = [s.at - start for s in seen]
+    count_payments(result, payments, config.calls)
+    return result
+
+
+def count_payments(result: Result, payments: PaymentsApp, calls: int) -> None:
+    """What the server really did: payments made, duplicates, missing."""
     references = [p["reference"] for p in payments.payments.values()]
     result.payments = len(references)
     result.duplicates = len(references) - len(set(references))
-    result.missing = config.calls - len(set(references))
-    return result
+    result.missing = calls - len(set(references))
 
 
 def run_demo(
@@ -293,7 +314,7 @@ def run_demo(
         folder = Path(tmp)
         results = []
         for name in CALLERS:
-            (folder / name).mkdir()
+            (folder / name).mkdir(exist_ok=True)
             results.append(run_caller(name, config, folder, progress))
         return results
 
@@ -313,6 +334,7 @@ def format_table(results: Sequence[Result], config: DemoConfig) -> str:
         "ampl.",
         "p50 ms",
         "p99 ms",
+        "killed",
     )
     rows = [header]
     for r in results:
@@ -328,6 +350,7 @@ def format_table(results: Sequence[Result], config: DemoConfig) -> str:
                 f"{r.amplification:.2f}x",
                 f"{r.percentile(0.5) * 1000:.0f}",
                 f"{r.percentile(0.99) * 1000:.0f}",
+                "-" if r.relay_kills is None else f"{r.relay_kills}x",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -353,6 +376,10 @@ def format_table(results: Sequence[Result], config: DemoConfig) -> str:
         "more for one order.",
         "missing: orders with no payment.  requests: what the server received; "
         "ampl.: requests per order.",
+        "reliable_client + outbox: ok is delivered, failed is dead or undelivered, "
+        "latency runs from enqueue to delivery;",
+        "killed: how many times its relay process was SIGKILLed mid-run (and "
+        "restarted).",
     ]
     return "\n".join([*lines, "", *notes])
 
@@ -445,14 +472,21 @@ def _faults_arg(text: str) -> FaultMix:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``reliable-client`` command line with the ``demo`` subcommand."""
     parser = argparse.ArgumentParser(
         prog="reliable-client",
         description="reliable_client: HTTP calls that are safe to retry.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``demo`` subcommand to a ``reliable-client`` parser."""
+    demo: argparse.ArgumentParser = commands.add_parser(
         "demo",
-        help="payments under faults: plain httpx vs naive retries vs reliable_client",
+        help="payments under faults: plain httpx vs naive retries vs "
+        "reliable_client (and its outbox)",
     )
     demo.add_argument("--calls", type=_bounded(int, 1, 100_000), default=500)
     demo.add_argument("--concurrency", type=_bounded(int, 1, 256), default=16)
@@ -481,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--redis-url", default=None, help="with --store redis")
     demo.add_argument("--plot", metavar="FILE", help="write a PNG of requests/s")
     demo.add_argument("--no-progress", action="store_true")
-    return parser
+    demo.set_defaults(handler=run_from_args)
+    return demo
 
 
 def _progress_printer(stream: TextIO) -> Callable[[str, int, int], None]:
@@ -501,7 +536,11 @@ def _progress_printer(stream: TextIO) -> Callable[[str, int, int], None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the demo as parsed from ``reliable-client demo ...``."""
     config = DemoConfig(
         calls=args.calls,
         concurrency=args.concurrency,

@@ -667,7 +667,12 @@ def _read_request(
     length = int(headers.get("content-length", "0"))
     if not 0 <= length <= _MAX_BODY:
         raise ValueError("bad Content-Length")
-    return method, target, headers, reader.read(length) if length else b""
+    body = reader.read(length) if length else b""
+    if len(body) < length:
+        # The client went away mid-body: as a real server does, drop it; the
+        # app never sees a truncated body as if it were the whole request.
+        raise ValueError("the request body ended before its Content-Length")
+    return method, target, headers, body
 
 
 def _read_chunked(reader: BinaryIO) -> bytes:
@@ -681,8 +686,12 @@ def _read_chunked(reader: BinaryIO) -> bytes:
         total += size
         if total > _MAX_BODY:
             raise ValueError("body too large")
-        parts.append(reader.read(size))
-        reader.readline(_MAX_LINE)
+        part = reader.read(size)
+        if len(part) < size:
+            raise ValueError("the request body ended inside a chunk")
+        parts.append(part)
+        if reader.readline(_MAX_LINE) not in (b"\r\n", b"\n"):
+            raise ValueError("a chunk without its line end")
 
 
 def closed_port() -> int:

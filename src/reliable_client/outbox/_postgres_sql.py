@@ -1,0 +1,124 @@
+"""The PostgreSQL store's statements.  Times are the database's:
+``statement_timestamp()``, read back as seconds since the epoch."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ._model import Claimed, Result
+from ._schema import TABLE
+from ._store import CLAIM_COLUMNS, ENTRY_COLUMNS, pairs_to_json
+
+__all__ = [
+    "BY_KEY",
+    "CLAIM",
+    "CLAIMING",
+    "ENTRY",
+    "INSERT",
+    "INSERT_IN_GROUP",
+    "NOW",
+    "SECONDS",
+    "epoch",
+    "record_params",
+    "settle_sql",
+]
+
+
+def epoch(column: str) -> str:
+    return f"extract(epoch FROM {column})::float8"
+
+
+ENTRY = ENTRY_COLUMNS.format(
+    created_at=epoch("created_at"),
+    delivered_at=epoch("delivered_at"),
+    due_at=epoch("due_at"),
+)
+CLAIM = CLAIM_COLUMNS.format(
+    created_at=epoch("created_at"), horizon_from=epoch("horizon_from")
+)
+NOW = "statement_timestamp()"
+SECONDS = "* interval '1 second'"
+INSERT = (
+    f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+    " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
+    f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, {NOW}, {NOW}, {NOW})"
+    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {epoch(NOW)}"
+)
+INSERT_IN_GROUP = (
+    "WITH locked AS (SELECT pg_advisory_xact_lock(%s, hashtext(%s)))"
+    f" INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+    " endpoint, headers, body, fingerprint, grp, due_at, created_at, horizon_from)"
+    " SELECT %s, %s, %s, %s, %s, %s, %s, %s::bytea, %s, %s,"
+    f" {NOW}, {NOW}, {NOW} FROM locked"
+    f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {epoch(NOW)}"
+)
+# Results of several deliveries in one statement.
+RECORD_ROW = (
+    "(%s::bigint, %s::bigint, %s::text, %s::int, %s::text, %s::int, %s::text,"
+    " %s::bytea, %s::bool, %s::float8)"
+)
+RECORD = (
+    f"UPDATE {TABLE} AS t SET state = v.state, attempts = t.attempts + v.attempts,"
+    " last_error = v.reason, status = v.status, response_headers = v.headers,"
+    " response_body = v.body, already_existed = v.existed,"
+    f" due_at = {NOW} + v.delay {SECONDS},"
+    f" delivered_at = CASE WHEN v.state = 'delivered' THEN {NOW} END,"
+    f" finished_at = CASE WHEN v.state <> 'pending' THEN {NOW} END,"
+    " lease_until = NULL, holder = NULL FROM (VALUES {rows}) AS v(seq, token,"
+    " state, attempts, reason, status, headers, body, existed, delay)"
+    " WHERE t.seq = v.seq AND t.token = v.token AND t.state = 'pending'"
+    " RETURNING t.seq"
+)
+CLAIMING = (
+    f"c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
+    " AND due_at <= {due}"
+    f" AND (lease_until IS NULL OR lease_until <= {NOW})"
+    " AND (grp IS NULL OR seq = (SELECT min(seq) FROM"
+    f" {TABLE} AS p WHERE p.grp = o.grp AND p.state = 'pending'))"
+    " AND NOT (endpoint = ANY(%s)) ORDER BY due_at, seq LIMIT %s"
+    f" FOR UPDATE SKIP LOCKED), cl AS (UPDATE {TABLE} AS t SET token = t.token + 1,"
+    f" deliveries = t.deliveries + 1, lease_until = {NOW} + %s {SECONDS},"
+    f" holder = %s FROM c WHERE t.seq = c.seq RETURNING"
+    f" {CLAIM.replace('seq,', 't.seq,', 1)}, {epoch(NOW)} AS now)"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def settle_sql(results: int, claiming: bool, cutoff: bool) -> str:
+    """One statement that records ``results`` results (data-modifying CTE
+    ``rec``) and claims (``c``/``cl``): one round trip, one parse.  Its first
+    column is the array of recorded seqs, the others a claimed row (NULLs
+    when none was claimed)."""
+    ctes = []
+    if results:
+        rows = ", ".join([RECORD_ROW] * results)
+        ctes.append(f"rec AS ({RECORD.format(rows=rows)})")
+    if claiming:
+        due = f"LEAST({NOW}, to_timestamp(%s))" if cutoff else NOW
+        ctes.append(CLAIMING.format(due=due))
+    recorded = "ARRAY(SELECT seq FROM rec)" if results else "ARRAY[]::bigint[]"
+    claimed = "cl.*" if claiming else "NULL"
+    join = "LEFT JOIN cl ON true" if claiming else ""
+    return (
+        f"WITH {', '.join(ctes)} SELECT {recorded}, {claimed}"
+        f" FROM (VALUES (1)) AS one {join}"
+    )
+
+
+BY_KEY = f"SELECT {ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
+
+
+def record_params(claimed: Claimed, result: Result) -> tuple[Any, ...]:
+    return (
+        claimed.seq,
+        claimed.token,
+        result.state,
+        result.attempts,
+        result.reason,
+        result.status,
+        pairs_to_json(result.response_headers),
+        result.response_body,
+        result.already_existed,
+        result.delay or 0.0,
+    )
