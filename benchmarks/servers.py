@@ -94,10 +94,15 @@ class BenchServer:
         self._drops = random.Random(seed + 1)
         self._store: dict[str, bytes] = {}
         self.counters = ServerCounters()
-        #: what ``/service`` does: "up" (200), "down" (503) or "flaky" (503 at
-        #: ``fault_rate``, drawn like ``/flaky``); its arrivals are timed.
+        #: what ``/service`` does: "up" (200), "down" (503), "flaky" (503 at
+        #: ``fault_rate``, drawn like ``/flaky``), "brownout" (200 to at most
+        #: ``capacity`` requests a second, 503 to the rest) or "hang" (no
+        #: answer at all); its arrivals are timed.
         self.service = "up"
+        self.capacity = 20
         self.arrivals: list[float] = []
+        self._served_second = -1
+        self._served = 0
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -269,6 +274,8 @@ class BenchServer:
             body = state.buffer[head_end + 4 : end]
             state.buffer = state.buffer[end:]
             reply, drop = self._handle(method, target.split("?", 1)[0], headers, body)
+            if drop == "hang":
+                return None  # no answer, ever: the client's timeout ends it
             if drop is not None:
                 return drop
             state.out += reply
@@ -288,9 +295,21 @@ class BenchServer:
             if path == "/outage":
                 return _UNAVAILABLE, None
             if path == "/service":
-                self.arrivals.append(time.monotonic())
-                if self.service == "down" or (
-                    self.service == "flaky" and self._faults.random() < self.fault_rate
+                now = time.monotonic()
+                self.arrivals.append(now)
+                mode = self.service
+                if mode == "hang":
+                    return b"", "hang"
+                if mode == "brownout":
+                    second = int(now)
+                    if second != self._served_second:
+                        self._served_second, self._served = second, 0
+                    self._served += 1
+                    return (
+                        _FAST if self._served <= self.capacity else _UNAVAILABLE
+                    ), None
+                if mode == "down" or (
+                    mode == "flaky" and self._faults.random() < self.fault_rate
                 ):
                     return _UNAVAILABLE, None
                 return _FAST, None

@@ -172,12 +172,12 @@ def test_refusals_and_give_ups_are_counted(telemetry: Telemetry) -> None:
     assert _sum(metrics["reliable_client.refused_by_budget"]) == 1
     assert _sum(metrics["reliable_client.gave_up"]) == 1
     assert _sum(metrics["reliable_client.throttled"]) == 1
-    refused = next(
-        s
+    errors = {
+        (s.attributes or {}).get("error.type"): s.attributes
         for s in telemetry.finished()
-        if s.status.status_code.name == "ERROR" and s.attributes.get("error.type")
-    )
-    assert refused.attributes["reliable_client.stopped_by"] == "throttle"
+    }
+    assert errors["ThrottledError"]["reliable_client.stopped_by"] == "throttle"
+    assert errors["503"]["reliable_client.stopped_by"] == "budget"  # a final 5xx
 
 
 def test_uninstrument_turns_it_off(telemetry: Telemetry) -> None:
@@ -233,3 +233,84 @@ def test_without_opentelemetry_nothing_breaks(tmp_path: Any) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'reliable-client[otel]'" in done.stdout
+
+
+# -- found in review --------------------------------------------------------------
+
+
+def test_instrument_client_on_a_plain_client_with_the_transport_is_not_doubled(
+    telemetry: Telemetry,
+) -> None:
+    with ChaosServer(lifetime=60) as server:
+        server.script("/items", Reply(503), Reply(200))
+        client = httpx.Client(
+            transport=rc.RetryTransport(retry=FAST), base_url=server.url
+        )
+        HTTPXClientInstrumentor.instrument_client(
+            client, tracer_provider=telemetry.tracer_provider
+        )
+        try:
+            assert client.get("/items").status_code == 200
+        finally:
+            client.close()
+    spans = telemetry.finished()
+    # The instrumentation wraps the transport as a whole: one span of its
+    # own around our call span, never a second one inside it.
+    assert sum(1 for s in spans if s.kind is SpanKind.CLIENT) == 1
+    assert sum(1 for s in spans if s.name == "GET call") == 1
+
+
+def test_without_the_httpx_instrumentation_no_resend_count_lands_on_the_call(
+    telemetry: Telemetry,
+) -> None:
+    seen: list[str] = []
+    with ChaosServer(lifetime=60) as server:
+        server.script("/items", Reply(503), Reply(503), Reply(200))
+        with rc.Client(base_url=server.url, retry=FAST) as client:
+            request = client.build_request("GET", "/items")
+            request.extensions["trace"] = lambda name, info: seen.append(name)
+            assert client.send(request).status_code == 200
+    (call,) = telemetry.finished()
+    assert "http.request.resend_count" not in (call.attributes or {})
+    assert seen  # the caller's own trace callback still hears every event
+    assert not type(request.extensions["trace"]).__name__.endswith("ResendCount")
+
+
+def test_budget_series_keep_their_number(telemetry: Telemetry) -> None:
+    import gc
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    clients = [rc.Client(transport=transport) for _ in range(3)]
+    for client in clients:
+        client.get("http://api.test/")
+
+    def numbers() -> list[int]:
+        points = telemetry.metrics()["reliable_client.budget.balance"].data.data_points
+        return sorted(p.attributes["reliable_client.budget"] for p in points)
+
+    first = numbers()
+    kept = clients[2]
+    for client in clients[:2]:
+        client.close()
+    del clients, client
+    gc.collect()
+    later = numbers()
+    assert len(first) == 3 and later == [first[2]]
+    kept.close()
+
+
+def test_a_decorated_functions_retries_are_counted(telemetry: Telemetry) -> None:
+    attempts = 0
+
+    @rc.retry(FAST, on=(RuntimeError,))
+    def flaky() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RuntimeError("not yet")
+
+    flaky()
+    points = telemetry.metrics()["reliable_client.retries"].data.data_points
+    (point,) = [p for p in points if "code.function" in p.attributes]
+    assert point.value == 2
+    assert point.attributes["code.function"].endswith("flaky")

@@ -59,6 +59,9 @@ class OuterLayer:
     deadline_at: float | None = None
     """The decorator's deadline as a ``time.monotonic()`` reading: requests
     made inside the call get no more time than is left."""
+    throttled: bool = False
+    """The decorator asks a throttle before each attempt: the requests inside
+    are not asked again (a client's own throttle decides otherwise)."""
 
 
 outer_layer: ContextVar[OuterLayer | None] = ContextVar(

@@ -44,7 +44,6 @@ from ._outcome import (
 )
 from ._policy import NO_RETRY, RetryPolicy
 from ._throttle import (
-    ADMIT,
     PROBE,
     REFUSE,
     AdaptiveThrottle,
@@ -71,10 +70,9 @@ ATTEMPT_KEY = "reliable_client.attempt"
 """Request extension: which attempt of its call this request is (1 for the
 first, 2 for the first retry, ...).  Set before every attempt."""
 THROTTLE_KEY = "reliable_client.throttle"
-"""Request extension, set in the rare cases where the throttle's view of a
-first attempt is not the plain one ("admitted, report a failure"): "probe"
-(it went as a probe: an accept ends the throttling), or "off" (an enclosing
-@retry asks the throttle instead)."""
+"""Request extension, set when a throttle let a call's first attempt go:
+(the throttle's history key, whether as a probe), so that its answer is
+reported to the throttle (an accepted probe ends the throttling)."""
 OUTER_KEY = "reliable_client.outer"
 """Request extension, set while a reliable_client layer (a client, or a
 transport) sends the request: it owns the request's retries and keys, so a
@@ -241,8 +239,10 @@ class RetryCore:
             # this call: one attempt here, within the decorator's deadline
             # (and the client's, if that is shorter).
             self.counters.count_call()
-            if self.throttle is not None:
-                request.extensions[THROTTLE_KEY] = "off"
+            if self.throttle is not None and not layer.throttled:
+                # The decorator has no throttle of its own: this one decides
+                # for the request's one attempt.
+                self._admit_request(request, None)
             started = self.clock()
             left = policy.deadline
             if layer.deadline_at is not None:
@@ -253,39 +253,39 @@ class RetryCore:
             # This one attempt's deadline: every phase and the body included.
             bound_timeouts(request, started + left, self.clock)
             return NO_RETRY.replace(deadline=left), started
-        throttle = self.throttle
         now = None
-        if throttle is not None:
+        if self.throttle is not None:
             now = self.clock()
-            key = _host_of(request) if throttle.per_host else ""
-            verdict = throttle.admit(
-                key, now if throttle._clock is self.clock else None
-            )
-            if verdict != ADMIT:
-                self.refuse_or_probe(verdict, request)
+            self._admit_request(request, now)
         host = request.url.host if self.budget.per_host else None
         policy, started = self.begin_call(policy, host, now)
         if policy.deadline is not None:
             bound_timeouts(request, started + policy.deadline, self.clock)
         return policy, started
 
-    def admit_first(self, request: httpx.Request | None) -> bool:
-        """Ask the throttle before a decorated call's first attempt; return
-        whether it goes as a probe (see :meth:`refuse_or_probe`)."""
+    def _admit_request(self, request: httpx.Request, now: float | None) -> None:
+        """Ask the throttle before a request's first attempt (``now``: a
+        reading of this core's clock, if one was just taken)."""
+        throttle = self.throttle
+        assert throttle is not None
+        key = _host_of(request) if throttle.per_host else ""
+        verdict = throttle.admit(key, now if throttle._clock is self.clock else None)
+        if verdict == REFUSE:
+            self.refuse(request)
+        request.extensions[THROTTLE_KEY] = (key, verdict == PROBE)
+
+    def admit_first(self) -> bool:
+        """Ask the throttle before a decorated call's first attempt (its
+        attempts share one history); return whether it goes as a probe."""
         assert self.throttle is not None
         verdict = self.throttle.admit("")
-        if verdict != ADMIT:
-            self.refuse_or_probe(verdict, request)
+        if verdict == REFUSE:
+            self.refuse(None)
         return verdict == PROBE
 
-    def refuse_or_probe(self, verdict: int, request: httpx.Request | None) -> None:
-        """A first attempt the throttle did not simply admit: a probe is
-        marked on its request; a refused one raises ThrottledError, never
-        sent (nor counted as sent, nor deposited in the budget)."""
-        if verdict == PROBE:
-            if request is not None:
-                request.extensions[THROTTLE_KEY] = "probe"
-            return
+    def refuse(self, request: httpx.Request | None) -> None:
+        """A first attempt the throttle refused: ThrottledError, never sent
+        (nor counted as sent, nor deposited in the budget)."""
         self.counters.count_throttled(first=True)
         error = ThrottledError(
             "refused by the client's AdaptiveThrottle: the server accepted too "
@@ -301,15 +301,12 @@ class RetryCore:
 
     def record_first(self, request: httpx.Request, accepted: bool) -> None:
         """Tell the throttle what the server did with a call's first attempt
-        (if it was asked: an enclosing @retry decides instead).  The callers
-        skip it for a plain accept, which the throttle counted already."""
-        throttle = self.throttle
-        assert throttle is not None
-        state = request.extensions.pop(THROTTLE_KEY, None)
-        if state == "off" or (accepted and state is None):
-            return
-        key = _host_of(request) if throttle.per_host else ""
-        throttle.record(key, accepted, state == "probe")
+        (if it asked it: an enclosing @retry with a throttle decides
+        instead)."""
+        admitted = request.extensions.pop(THROTTLE_KEY, None)
+        if admitted is not None:
+            assert self.throttle is not None
+            self.throttle.record(admitted[0], accepted, admitted[1])
 
     def begin_call(
         self, policy: RetryPolicy, host: str | None, started: float | None = None
@@ -354,6 +351,7 @@ class Call:
         "started",
         "state",
         "stopped_by",
+        "unrecorded",
     )
 
     def __init__(
@@ -384,6 +382,7 @@ class Call:
         self.stopped_by: str | None = None
         self.gave_up = False
         self.probe = False  # the throttle let the next attempt through as a probe
+        self.unrecorded = False  # the throttle awaits this attempt's answer
         state = tenacity.RetryCallState(_RETRYING, None, (), {})
         state.start_time = started
         self.state = state
@@ -417,6 +416,10 @@ class Call:
                         )
                         if error is not None:
                             continue  # a failure mid-body is this attempt's outcome
+                    self._record(
+                        not isinstance(result, httpx.Response)
+                        or accepted_status(result.status_code)
+                    )
                     self.finish(result)
                     return result
                 yield Discard(result, self.request)
@@ -440,8 +443,8 @@ class Call:
                 self.finish(error)
                 raise error
             self.next_attempt(replaced)
+            self.unrecorded = True
             result, error = yield ATTEMPT
-            self._record(result, error)
 
     def _after_result(self, result: Any) -> float | None:
         """Seconds to sleep before retrying, or ``None`` to return ``result``."""
@@ -452,6 +455,7 @@ class Call:
         )
         if not verdict.retryable and verdict.blocked_by is None:
             return None
+        self._record(accepted_status(result.status_code))
         self._set_outcome(result, failed=False)
         return self._decide(verdict, response=result)
 
@@ -463,6 +467,7 @@ class Call:
             verdict = judge_error(self.request, exc, self.policy, keyed=self.keyed)
         else:  # pragma: no cover - every Call has a request or a judge
             verdict = FINAL
+        self._record(accepted_error(exc))
         if not verdict.retryable and verdict.blocked_by is None:
             return None
         self._set_outcome(exc, failed=True)
@@ -553,18 +558,15 @@ class Call:
         self.probe = verdict == PROBE
         return True
 
-    def _record(self, result: Any, error: BaseException | None) -> None:
-        """Tell the throttle what became of an attempt this call sent."""
-        throttle = self.core.throttle
-        if throttle is None:
+    def _record(self, accepted: bool) -> None:
+        """Tell the throttle what became of a retry this call sent (once;
+        the first attempt's is its caller's to tell)."""
+        if not self.unrecorded:
             return
-        if error is not None:
-            accepted = accepted_error(error)
-        elif isinstance(result, httpx.Response):
-            accepted = accepted_status(result.status_code)
-        else:
-            accepted = True  # a decorated function returned
-        throttle.record(self._throttle_key(), accepted, self.probe)
+        self.unrecorded = False
+        throttle = self.core.throttle
+        if throttle is not None:
+            throttle.record(self._throttle_key(), accepted, self.probe)
         self.probe = False
 
     def next_attempt(self, replaced: httpx.Response | None = None) -> None:

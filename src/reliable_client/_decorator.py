@@ -133,10 +133,13 @@ def _decorate(
         return FINAL
 
     def begin() -> tuple[RetryPolicy, float, OuterLayer, bool]:
-        probe = core.throttle is not None and core.admit_first(None)
+        probe = core.throttle is not None and core.admit_first()
         chosen, started = core.begin_call(policy, None)
         deadline = chosen.deadline
-        layer = OuterLayer(deadline_at=None if deadline is None else started + deadline)
+        layer = OuterLayer(
+            deadline_at=None if deadline is None else started + deadline,
+            throttled=core.throttle is not None,
+        )
         return chosen, started, layer, probe
 
     def first_outcome(probe: bool, error: BaseException | None) -> None:

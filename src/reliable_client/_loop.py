@@ -15,7 +15,7 @@ import anyio
 import httpx
 
 from . import _testing_state
-from ._core import THROTTLE_KEY, Call, Discard, Read, RetryCore, Step
+from ._core import Call, Discard, Read, RetryCore, Step
 from ._deadline import DeadlineStream
 from ._outcome import RECORD_KEY, request_label
 from ._policy import RetryPolicy
@@ -57,15 +57,18 @@ def first_answer(
     request: httpx.Request,
     policy: RetryPolicy,
     response: httpx.Response,
+    *,
+    body_follows: bool = False,
 ) -> bool:
     """A call's first attempt answered: whether ``response`` is the call's
-    answer (the common case, a set lookup) rather than one to retry."""
+    answer (the common case, a set lookup) rather than one to retry.
+    ``body_follows``: the throttle hears of an accepted answer once its body
+    has been read (the caller tells it), not now."""
     status = response.status_code
-    if core.throttle is not None and (
-        status in OVERLOAD_STATUSES or THROTTLE_KEY in request.extensions
-    ):
+    final = policy.max_attempts == 1 or status not in policy._judged_statuses
+    if core.throttle is not None and not (final and body_follows):
         core.record_first(request, status not in OVERLOAD_STATUSES)
-    return policy.max_attempts == 1 or status not in policy._judged_statuses
+    return final
 
 
 def first_error(
@@ -192,7 +195,7 @@ def send_call(
             bound=False,
             before_retry=before_retry,
         )
-    if not first_answer(core, request, policy, response):
+    if not first_answer(core, request, policy, response, body_follows=read):
         return retry(
             core,
             request,
@@ -212,6 +215,8 @@ def send_call(
     try:
         read_body(response, request, deadline, core.clock)
     except Exception as exc:
+        if core.throttle is not None:
+            core.record_first(request, accepted_error(exc))
         if policy.max_attempts == 1:
             raise
         return retry(
@@ -227,6 +232,8 @@ def send_call(
             bound=False,
             before_retry=before_retry,
         )
+    if core.throttle is not None:
+        core.record_first(request, response.status_code not in OVERLOAD_STATUSES)
     return finish_first(core, request, policy, started, response, bound=False)
 
 
@@ -265,7 +272,7 @@ async def asend_call(
             bound=False,
             before_retry=before_retry,
         )
-    if not first_answer(core, request, policy, response):
+    if not first_answer(core, request, policy, response, body_follows=read):
         return await aretry(
             core,
             request,
@@ -284,6 +291,8 @@ async def asend_call(
     try:
         await aread_body(response, request, deadline, core.clock)
     except Exception as exc:
+        if core.throttle is not None:
+            core.record_first(request, accepted_error(exc))
         if policy.max_attempts == 1:
             raise
         return await aretry(
@@ -299,6 +308,8 @@ async def asend_call(
             bound=False,
             before_retry=before_retry,
         )
+    if core.throttle is not None:
+        core.record_first(request, response.status_code not in OVERLOAD_STATUSES)
     return finish_first(core, request, policy, started, response, bound=False)
 
 

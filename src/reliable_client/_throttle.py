@@ -40,7 +40,6 @@ its counts have expired.
 from __future__ import annotations
 
 import logging
-import math
 import random as _random
 import threading
 import time
@@ -122,85 +121,101 @@ class ThrottleStats:
 
 
 class _Host:
-    """One host's requests and failures over the last ``SLOTS`` slices.
+    """One host's requests and accepts over the last ``SLOTS`` slices.
 
-    Failures are counted, not accepts (``accepts = requests - failures``):
-    an answered request costs nothing after :meth:`AdaptiveThrottle.admit`,
-    and one still in flight counts as accepted until it fails.  The slice
-    under way is in ``now_requests``/``now_failures``, the one before in
-    ``last_requests``/``last_failures`` (the short horizon), older ones in
-    ``ring``; ``requests``/``failures`` are the window's totals.
+    Requests are counted when asked for (:meth:`AdaptiveThrottle.admit`),
+    accepts when the answer comes: a request still in flight is not
+    accepted (yet), so a server that hangs is seen before its timeouts fire.
+    Answers are logged without the lock (``answered``, a list whose append
+    is atomic) and counted when the lock is next taken.  The slice under way
+    is in ``now_requests``/``now_accepts``, the one before in
+    ``last_requests``/``last_accepts`` (the short horizon), older ones in
+    ``ring``; ``requests``/``accepts`` are the window's totals.
     """
 
     __slots__ = (
-        "failures",
-        "last_admitted",
-        "last_failures",
+        "accepts",
+        "answered",
+        "last_accepts",
         "last_requests",
-        "now_failures",
+        "now_accepts",
         "now_requests",
+        "probed",
         "requests",
         "ring",
         "slot",
         "throttling",
+        "tokens",
     )
 
-    def __init__(self, slot: int) -> None:
-        self.ring = [[0, 0] for _ in range(SLOTS)]  # per slice: requests, failures
-        self.requests = self.failures = 0
-        self.now_requests = self.now_failures = 0
-        self.last_requests = self.last_failures = 0
+    def __init__(self, slot: int, now: float, tokens: float) -> None:
+        self.ring = [[0, 0] for _ in range(SLOTS)]  # per slice: requests, accepts
+        self.requests = self.accepts = 0
+        self.now_requests = self.now_accepts = 0
+        self.last_requests = self.last_accepts = 0
         self.slot = slot
-        self.last_admitted = -math.inf
+        self.answered: list[bool] = []  # accepted answers not counted yet
+        self.tokens = tokens  # probes that may go now
+        self.probed = now  # when the tokens were last topped up
         self.throttling = False
+
+    def count_answers(self) -> None:
+        """Count the answers logged since (the caller holds the lock)."""
+        answered = self.answered
+        count = len(answered)
+        del answered[:count]  # one step: appends meanwhile stay for later
+        self.accepts += count
+        self.now_accepts += count
 
     def advance(self, slot: int) -> None:
         """Move to slice ``slot``: the oldest slices leave the window."""
         ring = self.ring
         entry = ring[self.slot % SLOTS]
-        entry[0], entry[1] = self.now_requests, self.now_failures
+        entry[0], entry[1] = self.now_requests, self.now_accepts
         if slot - self.slot >= SLOTS:
             for entry in ring:
                 entry[0] = entry[1] = 0
-            self.requests = self.failures = 0
+            self.requests = self.accepts = 0
         else:
             while self.slot < slot:
                 self.slot += 1
                 entry = ring[self.slot % SLOTS]
                 self.requests -= entry[0]
-                self.failures -= entry[1]
+                self.accepts -= entry[1]
                 entry[0] = entry[1] = 0
         before = ring[(slot - 1) % SLOTS]
-        self.last_requests, self.last_failures = before[0], before[1]
-        self.now_requests = self.now_failures = 0
+        self.last_requests, self.last_accepts = before[0], before[1]
+        self.now_requests = self.now_accepts = 0
         self.slot = slot
 
     def probability(self, k: float) -> float:
         """The SRE formula over the window, or over its last fifth (this
         slice and the one before), whichever is higher."""
         return max(
-            _formula(self.requests, self.failures, k),
+            _formula(self.requests, self.accepts, k),
             _formula(
                 self.now_requests + self.last_requests,
-                self.now_failures + self.last_failures,
+                self.now_accepts + self.last_accepts,
                 k,
             ),
         )
 
-    def forget_failures(self) -> None:
-        for entry in self.ring:
-            entry[0] -= entry[1]
-            entry[1] = 0
-        self.requests -= self.failures
-        self.now_requests -= self.now_failures
-        self.last_requests -= self.last_failures
-        self.failures = self.now_failures = self.last_failures = 0
+    def forget_refusals(self) -> None:
+        """The server answers again: forget every request it did not accept
+        (refused here, failed, or still out), in every slice."""
+        ring = self.ring
+        for entry in ring:  # past slices (the current one's entry is empty)
+            entry[0] = min(entry[0], entry[1])
+        self.now_requests = min(self.now_requests, self.now_accepts)
+        self.last_requests = ring[(self.slot - 1) % SLOTS][0]
+        self.requests = sum(entry[0] for entry in ring) + self.now_requests
+        self.accepts = sum(entry[1] for entry in ring) + self.now_accepts
 
 
-def _formula(requests: int, failures: int, k: float) -> float:
-    """max(0, (requests - k x accepts) / (requests + 1))"""
-    excess = requests - k * (requests - failures)
-    return 0.0 if excess <= 0 else excess / (requests + 1)
+def _formula(requests: int, accepts: int, k: float) -> float:
+    """max(0, (requests - k x accepts) / (requests + 1)), in [0, 1)."""
+    excess = requests - k * accepts
+    return 0.0 if excess <= 0 or requests <= 0 else excess / (requests + 1)
 
 
 class AdaptiveThrottle:
@@ -212,9 +227,10 @@ class AdaptiveThrottle:
             refused (default 2.0: nothing is refused while the server accepts
             at least half), ``>= 1``.  Lower refuses sooner.
         window: seconds of history (default 10.0), ``> 0``.
-        min_per_second: requests a second let through to each host as probes
-            however high the refusal probability (default 1.0), ``>= 0``; an
-            accepted probe ends the throttling at once.
+        min_per_second: probes a second let through to each host however
+            high the refusal probability (default 1.0), ``>= 0``; up to four
+            seconds' worth go at once, so that a rare call and its retries
+            get through.  An accepted probe ends the throttling at once.
         per_host: keep one history per host (default True); with False, one
             history for everything.
         clock: monotonic seconds (default ``time.monotonic``).
@@ -224,12 +240,14 @@ class AdaptiveThrottle:
     Refuses a request with probability ``max(0, (requests - k x accepts) /
     (requests + 1))`` over the last ``window`` seconds (or over its last
     fifth, when that is higher: an outage is seen within a second or two
-    however healthy the window was before it), where ``requests``
-    counts every request wanted (retries and refused ones included) and
-    ``accepts`` every answer that is not an overload signal (429, 502, 503,
-    504, a timeout, a connection error).  A refused request raises
+    however healthy the window was before it), where ``requests`` counts
+    every request wanted (retries and refused ones included) and ``accepts``
+    every answer that is not an overload signal (429, 502, 503, 504, a
+    timeout, a connection error).  A refused request raises
     :class:`ThrottledError` and is never sent.  Share one object between
-    clients, transports and decorators; thread- and task-safe; O(1) a request.
+    clients, transports and decorators; thread- and task-safe; O(1) a
+    request; a host is forgotten once its counts have expired (about 1 KiB
+    each while it is known).
     """
 
     def __init__(
@@ -253,9 +271,7 @@ class AdaptiveThrottle:
         self._clock = clock or time.monotonic
         self._random = random
         self._per_slice = SLOTS / self.window
-        self._probe_every = (
-            1.0 / self.min_per_second if self.min_per_second > 0 else math.inf
-        )
+        self._burst = 4.0 * self.min_per_second  # probes that may go at once
         self._lock = threading.Lock()
         self._hosts: OrderedDict[str, _Host] = OrderedDict()
         self.refused = 0
@@ -271,20 +287,27 @@ class AdaptiveThrottle:
         """The history a request to ``host`` counts in."""
         return host if self.per_host else ""
 
-    def _host(self, key: str, slot: int) -> _Host:
-        """The history ``key`` at slice ``slot``: made, or moved on.  Runs
-        once a slice per host (the caller holds the lock)."""
+    def _forget_idle(self, slot: int, keep: str | None, stopped: list[str]) -> None:
+        """Forget hosts whose every count has expired, least recently used
+        first (the caller holds the lock; names of throttled ones go to
+        ``stopped``, to be logged after it is released)."""
         hosts = self._hosts
-        while hosts:  # forget hosts whose every count has expired (LRU first)
+        while hosts:
             oldest_key, oldest = next(iter(hosts.items()))
-            if slot - oldest.slot < SLOTS or oldest_key == key:
-                break
+            if slot - oldest.slot < SLOTS or oldest_key == keep:
+                return
             hosts.popitem(last=False)
             if oldest.throttling:
-                _log_stop(oldest_key)
+                stopped.append(oldest_key)
+
+    def _host(self, key: str, slot: int, now: float, stopped: list[str]) -> _Host:
+        """The history ``key`` at slice ``slot``, made or moved on: once a
+        slice per host (the caller holds the lock)."""
+        self._forget_idle(slot, key, stopped)
+        hosts = self._hosts
         host = hosts.get(key)
         if host is None:
-            host = hosts[key] = _Host(slot)
+            host = hosts[key] = _Host(slot, now, self._burst)
             return host
         hosts.move_to_end(key)
         if slot > host.slot:
@@ -293,48 +316,55 @@ class AdaptiveThrottle:
 
     def admit(self, key: str, now: float | None = None) -> int:
         """Count a request to the history ``key`` and say whether to send it:
-        :data:`ADMIT`, :data:`PROBE` (let through to learn whether the server
-        is back) or :data:`REFUSE`.  Report what the server did with an
-        admitted one to :meth:`record`.  ``now``: a reading of this
-        throttle's clock just taken by the caller (default: read it)."""
+        :data:`ADMIT`, :data:`PROBE` (let through by ``min_per_second`` to
+        learn whether the server is back) or :data:`REFUSE`.  Report what
+        the server did with an admitted one to :meth:`record`.  ``now``: a
+        reading of this throttle's clock just taken by the caller."""
         mode = _testing_state._current
         if mode is not None and mode.throttle is not None:
             return REFUSE if mode.throttle else ADMIT
         if now is None:
             now = self._clock()
         slot = int(now * self._per_slice)
-        change: str | None
+        k = self.k
+        stopped: list[str] = []
+        change: str | None = None
         lock = self._lock
         lock.acquire()
         try:
             host = self._hosts.get(key)
             if host is None or host.slot != slot:
-                host = self._host(key, slot)
-            if not host.failures:
-                # Nothing failed in the window: the common case, no formula.
+                host = self._host(key, slot, now, stopped)
+            if host.answered:
+                host.count_answers()
+            # The formula counts the requests before this one.
+            if host.requests <= k * host.accepts and (
+                host.now_requests + host.last_requests
+                <= k * (host.now_accepts + host.last_accepts)
+            ):
                 host.requests += 1
                 host.now_requests += 1
-                if not host.throttling:
-                    return ADMIT
-                host.throttling = False
-                verdict, probability, change = ADMIT, 0.0, "stopped"
+                if host.throttling:
+                    host.throttling = False
+                    stopped.append(key)
+                verdict = ADMIT  # the server accepts enough: the common case
             else:
-                # The formula counts the requests before this one.
-                probability = host.probability(self.k)
+                probability = host.probability(k)
                 host.requests += 1
                 host.now_requests += 1
                 verdict, change = self._verdict(host, probability, now)
         finally:
             lock.release()
-        if change == "started":
+        if change is not None:
             logger.warning(
                 "throttling requests to %s: the server accepted too few of the "
                 "last ones (refusal probability %.2f)",
                 key or "every host",
                 probability,
+                extra={"host": key, "probability": probability},
             )
-        elif change == "stopped":
-            _log_stop(key)
+        for name in stopped:
+            _log_stop(name)
         return verdict
 
     def _verdict(
@@ -342,84 +372,86 @@ class AdaptiveThrottle:
     ) -> tuple[int, str | None]:
         # The caller holds the lock.
         if probability == 0.0:
-            verdict = ADMIT
-            change = "stopped" if host.throttling else None
-            host.throttling = False
-            host.last_admitted = now
-            return verdict, change
+            return ADMIT, None
         if self._random() >= probability:
-            # Let through while most are refused, it tells whether the server
-            # is back: a probe too.
-            verdict = PROBE if probability >= _PROBING else ADMIT
-        elif host.last_admitted + self._probe_every <= now:
-            # min_per_second: none went for a while (never, at first).
-            verdict = PROBE
-        else:
-            self.refused += 1
-            host.failures += 1  # refused: not accepted, and no answer comes
-            host.now_failures += 1
-            if host.throttling:
-                return REFUSE, None
-            host.throttling = True
-            return REFUSE, "started"
-        host.last_admitted = now
-        return verdict, None
+            return ADMIT, None
+        tokens = min(
+            self._burst, host.tokens + (now - host.probed) * self.min_per_second
+        )
+        host.probed = now
+        if tokens >= 1.0:
+            host.tokens = tokens - 1.0
+            return PROBE, None
+        host.tokens = tokens
+        self.refused += 1
+        if host.throttling:
+            return REFUSE, None
+        host.throttling = True
+        return REFUSE, "started"
 
     def record(self, key: str, accepted: bool, probe: bool = False) -> None:
-        """Count what the server did with a request :meth:`admit` let through
-        (``probe``: it went as a probe).  An accept that was not a probe
-        costs nothing: it was counted as accepted already."""
-        if accepted and not probe:
+        """Report what the server did with a request :meth:`admit` let
+        through (``probe``: it went as a probe).  A failure needs nothing
+        more (the request counts as not accepted already); an accept is
+        logged at once, without the lock."""
+        if not accepted:
             return
-        lock = self._lock
-        lock.acquire()
-        try:
-            host = self._hosts.get(key)
-            if host is None:
-                return  # forgotten meanwhile
-            if not accepted:
-                # In the host's latest slice (the clock is not read again).
-                if host.failures < host.requests:
-                    host.failures += 1
-                    host.now_failures += 1
-            elif host.failures > (1.0 - 1.0 / self.k) * host.requests:
-                # An accepted probe, the server answers again: what came
+        host = self._hosts.get(key)
+        if host is None:
+            return  # forgotten meanwhile
+        if not probe:
+            host.answered.append(True)
+            return
+        with self._lock:
+            host.count_answers()
+            host.accepts += 1
+            host.now_accepts += 1
+            if host.requests > self.k * host.accepts:
+                # An accepted probe: the server answers again, what came
                 # before is history.
-                host.forget_failures()
-        finally:
-            lock.release()
+                host.forget_refusals()
+
+    def _view(self, host: _Host, slot: int) -> tuple[int, int, float]:
+        """A host's (requests, accepts, probability) at slice ``slot``,
+        without moving it (the caller holds the lock)."""
+        host.count_answers()
+        if slot <= host.slot:
+            return host.requests, host.accepts, host.probability(self.k)
+        copy = _Host(host.slot, host.probed, host.tokens)
+        copy.ring = [list(entry) for entry in host.ring]
+        copy.requests, copy.accepts = host.requests, host.accepts
+        copy.now_requests, copy.now_accepts = host.now_requests, host.now_accepts
+        copy.last_requests, copy.last_accepts = host.last_requests, host.last_accepts
+        copy.advance(slot)
+        return copy.requests, copy.accepts, copy.probability(self.k)
 
     def probability(self, host: str = "") -> float:
         """The refusal probability for a request to ``host`` now."""
         slot = int(self._clock() * self._per_slice)
         with self._lock:
             found = self._hosts.get(self.key(host))
-            if found is None:
-                return 0.0
-            if slot > found.slot:
-                found.advance(slot)
-            return found.probability(self.k)
+            return 0.0 if found is None else self._view(found, slot)[2]
 
     @property
     def stats(self) -> dict[str, ThrottleStats]:
         """Each host's requests, accepts and refusal probability over the
         window (the key ``""`` with ``per_host=False``)."""
         slot = int(self._clock() * self._per_slice)
+        stopped: list[str] = []
         with self._lock:
-            result = {}
-            for key, host in self._hosts.items():
-                if slot > host.slot:
-                    host.advance(slot)
-                result[key] = ThrottleStats(
-                    host.requests,
-                    host.requests - host.failures,
-                    host.probability(self.k),
-                )
-            return result
+            self._forget_idle(slot, None, stopped)
+            result = {
+                key: ThrottleStats(*self._view(host, slot))
+                for key, host in self._hosts.items()
+            }
+        for name in stopped:
+            _log_stop(name)
+        return result
 
 
 def _log_stop(key: str) -> None:
     logger.warning(
         "stopped throttling requests to %s: the server accepts them again",
         key or "every host",
+        extra={"host": key},
     )

@@ -118,7 +118,9 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
                 observer.call,
                 request,
                 self._core.budget,
-                lambda: self.handle_request(request),
+                # Through the class: an instrumentation wrapping this object
+                # (instrument_client) is not entered twice.
+                lambda: RetryTransport.handle_request(self, request),
             )
         core = self._core
         transport = self._transport
@@ -208,7 +210,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
                 observer.acall,
                 request,
                 self._core.budget,
-                lambda: self.handle_async_request(request),
+                lambda: AsyncRetryTransport.handle_async_request(self, request),
             )
         core = self._core
         transport = self._transport

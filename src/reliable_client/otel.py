@@ -108,7 +108,11 @@ class _Telemetry:
             description="Attempts per logical call.",
             explicit_bucket_boundaries_advisory=[1, 2, 3, 4, 5, 6, 8, 10],
         )
-        self.budgets: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
+        # Each budget's series keeps its number while the budget lives.
+        self.budgets: weakref.WeakKeyDictionary[RetryBudget, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._numbers = iter(range(1, 1 << 62))
         meter.create_observable_gauge(
             "reliable_client.budget.balance",
             callbacks=[self._balances],
@@ -117,8 +121,8 @@ class _Telemetry:
         )
 
     def _balances(self, options: CallbackOptions) -> Iterable[Observation]:
-        for index, budget in enumerate(list(self.budgets)):
-            yield Observation(budget.balance, {"reliable_client.budget": index})
+        for budget, number in list(self.budgets.items()):
+            yield Observation(budget.balance, {"reliable_client.budget": number})
 
     # -- the observer ----------------------------------------------------------
 
@@ -153,7 +157,10 @@ class _Telemetry:
 
     def retry(self, event: RetryEvent) -> None:
         if event.request is None:
-            return  # a decorated function: it has no call span of ours
+            # A decorated function's own retry (its requests are calls).
+            if event.sleep is not None:
+                self.retries.add(1, {"code.function": event.label})
+            return
         span = trace.get_current_span()
         if not span.is_recording():
             return
@@ -170,16 +177,21 @@ class _Telemetry:
 
     def resend(self, request: httpx.Request, attempt: int, aio: bool) -> None:
         previous = request.extensions.get("trace")
+        if isinstance(previous, _ResendCount):
+            previous = previous.previous  # ours, from the last resend
+        call_span = trace.get_current_span()  # this call's span
         request.extensions["trace"] = (
-            _AsyncResendCount(attempt - 1, previous)
+            _AsyncResendCount(attempt - 1, previous, call_span)
             if aio
-            else _ResendCount(attempt - 1, previous)
+            else _ResendCount(attempt - 1, previous, call_span)
         )
 
     # -- spans and metrics -----------------------------------------------------
 
     def _start(self, request: httpx.Request, budget: RetryBudget) -> trace.Span:
-        self.budgets.add(budget)
+        with _lock:
+            if budget not in self.budgets:
+                self.budgets[budget] = next(self._numbers)
         url = request.url
         attributes: dict[str, Any] = {
             "http.request.method": request.method,
@@ -193,6 +205,12 @@ class _Telemetry:
         )
 
     def _end(self, span: trace.Span, request: httpx.Request, result: object) -> None:
+        hook = request.extensions.get("trace")
+        if isinstance(hook, _ResendCount):  # the caller's own trace callback back
+            if hook.previous is None:
+                del request.extensions["trace"]
+            else:
+                request.extensions["trace"] = hook.previous
         facts = (
             outcome(result)
             if isinstance(result, (httpx.Response, BaseException))
@@ -237,6 +255,8 @@ class _Telemetry:
             span.set_status(Status(StatusCode.ERROR, type(result).__qualname__))
         elif isinstance(result, httpx.Response):
             span.set_attribute("http.response.status_code", result.status_code)
+            if result.status_code >= 500:
+                span.set_attribute("error.type", str(result.status_code))
             if result.status_code >= 400:
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
@@ -247,18 +267,21 @@ class _ResendCount:
     attempt span of opentelemetry-instrumentation-httpx) set
     ``http.request.resend_count``; pass every event on to a caller's own."""
 
-    __slots__ = ("count", "done", "previous")
+    __slots__ = ("call_span", "count", "done", "previous")
 
-    def __init__(self, count: int, previous: Any) -> None:
+    def __init__(self, count: int, previous: Any, call_span: trace.Span) -> None:
         self.count = count
         self.previous = previous
+        self.call_span = call_span
         self.done = False
 
     def _mark(self) -> None:
         if not self.done:
             self.done = True
             span = trace.get_current_span()
-            if span.is_recording():
+            # On the attempt's span; with no instrumentation making one, the
+            # current span is the call's, which the count is not for.
+            if span is not self.call_span and span.is_recording():
                 span.set_attribute("http.request.resend_count", self.count)
 
     def __call__(self, name: str, info: dict[str, Any]) -> None:
