@@ -325,19 +325,45 @@ class AdaptiveThrottle:
             return REFUSE if mode.throttle else ADMIT
         if now is None:
             now = self._clock()
-        slot = int(now * self._per_slice)
-        k = self.k
-        stopped: list[str] = []
-        change: str | None = None
+        slot = now * self._per_slice // 1.0  # a float; the slow path makes it int
         lock = self._lock
         lock.acquire()
         try:
             host = self._hosts.get(key)
+            if host is not None and host.slot == slot:
+                answered = host.answered
+                if answered:
+                    count = len(answered)
+                    del answered[:count]  # one step: appends meanwhile stay
+                    host.accepts += count
+                    host.now_accepts += count
+                k = self.k
+                # The formula counts the requests before this one.
+                if (
+                    not host.throttling
+                    and host.requests <= k * host.accepts
+                    and host.now_requests + host.last_requests
+                    <= k * (host.now_accepts + host.last_accepts)
+                ):
+                    # The server accepts enough: the common case.
+                    host.requests += 1
+                    host.now_requests += 1
+                    return ADMIT
+        finally:
+            lock.release()
+        return self._admit(key, int(slot), now)
+
+    def _admit(self, key: str, slot: int, now: float) -> int:
+        """:meth:`admit` past its common case: a new slice or host, or a
+        server that accepts too little."""
+        k = self.k
+        stopped: list[str] = []
+        change: str | None = None
+        with self._lock:
+            host = self._hosts.get(key)
             if host is None or host.slot != slot:
                 host = self._host(key, slot, now, stopped)
-            if host.answered:
-                host.count_answers()
-            # The formula counts the requests before this one.
+            host.count_answers()
             if host.requests <= k * host.accepts and (
                 host.now_requests + host.last_requests
                 <= k * (host.now_accepts + host.last_accepts)
@@ -347,14 +373,12 @@ class AdaptiveThrottle:
                 if host.throttling:
                     host.throttling = False
                     stopped.append(key)
-                verdict = ADMIT  # the server accepts enough: the common case
+                verdict = ADMIT
             else:
                 probability = host.probability(k)
                 host.requests += 1
                 host.now_requests += 1
                 verdict, change = self._verdict(host, probability, now)
-        finally:
-            lock.release()
         if change is not None:
             logger.warning(
                 "throttling requests to %s: the server accepted too few of the "

@@ -159,9 +159,11 @@ class Outbox:
             method: an HTTP method (``"POST"``; case-insensitive).
             url: absolute http(s), or a relative path resolved against the
                 relay client's ``base_url``.  No user info.
-            json, content, data: the body (at most one): a JSON value, bytes
-                or str, or a mapping of form fields.  Not a generator, file
-                or stream (``TypeError``); at most ``max_body`` bytes.
+            json: the body as a JSON value (at most one of ``json``,
+                ``content`` and ``data``; at most ``max_body`` bytes).
+            content: the body as bytes or str.  Not a generator, file or
+                stream (``TypeError``).
+            data: the body as a mapping of form fields.
             headers: a mapping or (name, value) pairs.  ``Authorization``,
                 ``Proxy-Authorization`` and ``Cookie`` are refused: the relay's
                 client brings its own auth.  A caller's Idempotency-Key makes
