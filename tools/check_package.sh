@@ -20,12 +20,16 @@ sdist=$(ls "$work"/dist/*.tar.gz)
 echo "built $(basename "$wheel") and $(basename "$sdist")"
 
 # What the sdist must carry to build and test the package again.
+# (Listed once into a file: `tar | grep -q` under pipefail fails at random,
+# when grep exits at its first match and tar dies of SIGPIPE.)
+tar -tzf "$sdist" > "$work/sdist.txt"
+unzip -l "$wheel" > "$work/wheel.txt"
 for member in pyproject.toml README.md CHANGELOG.md src/reliable_client/py.typed tests/conftest.py; do
-    tar -tzf "$sdist" | grep -q "/$member\$" || { echo "sdist lacks $member"; exit 1; }
+    grep -q "/$member\$" "$work/sdist.txt" || { echo "sdist lacks $member"; exit 1; }
 done
 # The wheel holds the package and its marker of types, nothing else.
-unzip -l "$wheel" | grep -q "reliable_client/py.typed" || { echo "wheel lacks py.typed"; exit 1; }
-if unzip -l "$wheel" | grep -qE " (tests|benchmarks)/"; then
+grep -q "reliable_client/py.typed" "$work/wheel.txt" || { echo "wheel lacks py.typed"; exit 1; }
+if grep -qE " (tests|benchmarks)/" "$work/wheel.txt"; then
     echo "wheel carries tests or benchmarks"; exit 1
 fi
 
