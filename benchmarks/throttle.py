@@ -384,8 +384,9 @@ def hang(phases: Phases, server: BenchServer, report: Report) -> None:
             verdict(ratio, TARGET_OUTAGE) if throttle else "",
         )
     table.notes.append(
-        "A request still out is not an accept: the throttle sees a server that "
-        "hangs from its first second, before any timeout fires.  (64 threads: "
+        "A request still out is not an accept: once the first timeout has "
+        "fired, the requests still waiting count against the server before "
+        "their own timeouts do.  (64 threads: "
         "the open loop's rate falls while they wait on their timeouts.)"
     )
     report.emit(table)

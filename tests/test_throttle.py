@@ -96,16 +96,49 @@ def test_refused_requests_count_as_requests() -> None:
     assert shed.refused == 7
 
 
-def test_a_request_still_out_is_not_an_accept() -> None:
-    # A server that hangs: nothing comes back, and the throttle sees it
-    # before any timeout fires.
+def test_a_fresh_burst_is_never_refused() -> None:
+    # 64 first requests at once (or a slow but healthy server: many out, none
+    # answered yet): nothing says "overloaded", so all of them go.
     clock = Clock()
     shed = throttle(clock, random=always_refuse, min_per_second=0.0)
+    assert [shed.admit("api.test") for _ in range(64)] == [ADMIT] * 64
+    assert shed.probability("api.test") == 0.0
+    assert shed.stats["api.test"].requests == 64
+
+
+def test_a_request_still_out_is_not_an_accept() -> None:
+    # A server that hangs: once one request has failed, the ones still out
+    # count against it, before their own timeouts fire.
+    clock = Clock()
+    shed = throttle(clock, random=always_refuse, min_per_second=0.0)
+    for _ in range(9):
+        assert shed.admit("api.test") == ADMIT  # out, no answer yet
+    shed.record("api.test", False)  # the first of them times out
     verdicts = [shed.admit("api.test") for _ in range(10)]
-    assert verdicts[0] == ADMIT and REFUSE in verdicts
+    assert REFUSE in verdicts
     assert shed.stats["api.test"].accepts == 0
     shed.record("api.test", True)  # one answer comes late: counted then
     assert shed.stats["api.test"].accepts == 1
+
+
+def test_a_window_without_overload_lets_everything_go(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No probes (min_per_second=0): the counts still say "refuse", but a whole
+    # window has passed since the last overload answer, so requests go again.
+    clock = Clock()
+    shed = throttle(clock, window=10.0, random=always_refuse, min_per_second=0.0)
+    with caplog.at_level(logging.WARNING, logger="reliable_client"):
+        assert fail(shed) == ADMIT
+        assert fail(shed) == REFUSE
+        clock.now += 9.9
+        assert shed.admit("api.test") == REFUSE
+        clock.now += 0.2
+        assert shed.admit("api.test") == ADMIT
+        assert shed.probability("api.test") == 0.0
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(m.startswith("throttling requests to api.test") for m in messages)
+    assert any(m.startswith("stopped throttling requests to") for m in messages)
 
 
 def test_history_expires_after_the_window() -> None:
@@ -578,6 +611,8 @@ def test_logging_happens_outside_the_lock() -> None:
         done = threading.Event()
 
         def work() -> None:
+            shed.admit("api.test")
+            shed.record("api.test", False)
             for _ in range(20):
                 shed.admit("api.test")
             clock.now += 11.0

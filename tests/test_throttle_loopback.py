@@ -105,3 +105,24 @@ def test_transient_failures_are_not_throttled() -> None:
     endings = [ended for at, ended in results if at >= 0.5]
     assert endings.count("throttled") <= 0.005 * len(endings), endings
     assert endings.count("ok") >= 0.99 * len(endings)
+
+
+def test_a_burst_of_first_calls_to_a_slow_server_is_not_refused() -> None:
+    # 64 calls at once to a host the throttle has never seen, each answered
+    # after 0.3 s: none has been answered when the others are asked, and none
+    # is refused (nothing has said "overloaded").
+    import asyncio
+
+    async def slow(scope: object, receive: Callable[[], object], send: Any) -> None:
+        await asyncio.sleep(0.3)
+        await fine(scope, receive, send)
+
+    shed = rc.AdaptiveThrottle(window=1.0)
+    with ChaosServer(app=slow, lifetime=30) as server:
+        with rc.Client(base_url=server.url, retry=POLICY, throttle=shed) as client:
+            call = ending(client, "/slow")
+            with ThreadPoolExecutor(64) as pool:
+                endings = list(pool.map(lambda _: call(), range(64)))
+        received = len(server.requests("/slow"))
+    assert endings == ["ok"] * 64, endings
+    assert received == 64 and shed.refused == 0

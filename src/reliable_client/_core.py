@@ -51,6 +51,7 @@ from ._throttle import (
     accepted_error,
     accepted_status,
 )
+from ._throttle import accepted as throttle_accepted
 
 __all__ = [
     "ATTEMPT",
@@ -70,9 +71,10 @@ ATTEMPT_KEY = "reliable_client.attempt"
 """Request extension: which attempt of its call this request is (1 for the
 first, 2 for the first retry, ...).  Set before every attempt."""
 THROTTLE_KEY = "reliable_client.throttle"
-"""Request extension, set when a throttle let a call's first attempt go:
-(the throttle's history key, whether as a probe), so that its answer is
-reported to the throttle (an accepted probe ends the throttling)."""
+"""Request extension, set when a throttle let a call's first attempt go: the
+host's history in the throttle (to count an accept in), or, for a probe,
+(the history's key, True), so that its answer is reported to the throttle
+(an accepted probe ends the throttling)."""
 OUTER_KEY = "reliable_client.outer"
 """Request extension, set while a reliable_client layer (a client, or a
 transport) sends the request: it owns the request's retries and keys, so a
@@ -143,6 +145,9 @@ def _host_of(request: httpx.Request) -> str:
         return host
     except AttributeError:  # pragma: no cover - another httpx's URL
         return request.url.host
+
+
+_POP = object()
 
 
 def resolve_policy(value: object, where: str) -> RetryPolicy:
@@ -223,13 +228,12 @@ class RetryCore:
             policy = resolve_policy(override, "retry=")
         elif RETRY_KEY in extensions:
             policy = resolve_policy(extensions[RETRY_KEY], 'extensions["retry"]')
+        if ATTEMPT_KEY in extensions:  # sent before (or a redirect hop)
+            request.extensions = extensions
+            _forget_last_call(request, self.resource_id_header)
         extensions[OUTER_KEY] = True
         extensions[ATTEMPT_KEY] = 1
         request.extensions = extensions
-        if KEYS_EXTENSION in extensions or isinstance(
-            extensions.get("timeout"), Remaining
-        ):
-            _forget_last_call(request, self.resource_id_header)
         idempotency = self.idempotency
         if idempotency is not None and request.method in idempotency._methods:
             idempotency.apply(request)
@@ -242,7 +246,7 @@ class RetryCore:
             if self.throttle is not None and not layer.throttled:
                 # The decorator has no throttle of its own: this one decides
                 # for the request's one attempt.
-                self._admit_request(request, None)
+                self._admit_request(request)
             started = self.clock()
             left = policy.deadline
             if layer.deadline_at is not None:
@@ -254,22 +258,41 @@ class RetryCore:
             bound_timeouts(request, started + left, self.clock)
             return NO_RETRY.replace(deadline=left), started
         now = None
-        if self.throttle is not None:
+        throttle = self.throttle
+        if throttle is not None:
             now = self.clock()
-            self._admit_request(request, now)
+            # Inline (every request pays it): ask the throttle, keep what it
+            # answered on the request for the answer to be told.
+            key = request.url._uri_reference.host if throttle.per_host else ""
+            entered = throttle.enter(
+                key, now if throttle._clock is self.clock else None
+            )
+            if entered.__class__ is not int:
+                request.extensions[THROTTLE_KEY] = entered
+            else:
+                self.refuse_or_probe(request, key, entered)
         host = request.url.host if self.budget.per_host else None
         policy, started = self.begin_call(policy, host, now)
         if policy.deadline is not None:
             bound_timeouts(request, started + policy.deadline, self.clock)
         return policy, started
 
-    def _admit_request(self, request: httpx.Request, now: float | None) -> None:
-        """Ask the throttle before a request's first attempt (``now``: a
-        reading of this core's clock, if one was just taken)."""
+    def _admit_request(self, request: httpx.Request) -> None:
+        """Ask the throttle before a request's first attempt (in a decorated
+        call without a throttle of its own)."""
         throttle = self.throttle
         assert throttle is not None
         key = _host_of(request) if throttle.per_host else ""
-        verdict = throttle.admit(key, now if throttle._clock is self.clock else None)
+        entered = throttle.enter(key)
+        if entered.__class__ is not int:  # admitted: the history to tell
+            request.extensions[THROTTLE_KEY] = entered
+        else:
+            self.refuse_or_probe(request, key, entered)
+
+    def refuse_or_probe(self, request: httpx.Request, key: str, verdict: int) -> None:
+        """The throttle did not simply admit a request's first attempt: a
+        probe (or, in testing mode, an admission) is marked for its answer
+        to be told; a refused one raises ThrottledError."""
         if verdict == REFUSE:
             self.refuse(request)
         request.extensions[THROTTLE_KEY] = (key, verdict == PROBE)
@@ -299,14 +322,25 @@ class RetryCore:
         )
         raise error
 
-    def record_first(self, request: httpx.Request, accepted: bool) -> None:
+    def record_first(
+        self, request: httpx.Request, accepted: bool, admitted: Any = _POP
+    ) -> None:
         """Tell the throttle what the server did with a call's first attempt
         (if it asked it: an enclosing @retry with a throttle decides
-        instead)."""
-        admitted = request.extensions.pop(THROTTLE_KEY, None)
-        if admitted is not None:
-            assert self.throttle is not None
-            self.throttle.record(admitted[0], accepted, admitted[1])
+        instead).  ``admitted``: what the throttle answered, if the caller
+        took it off the request already."""
+        if admitted is _POP:
+            admitted = request.extensions.pop(THROTTLE_KEY, None)
+        if admitted is None:
+            return
+        assert self.throttle is not None
+        if admitted.__class__ is not tuple:  # admitted plainly: no lookup
+            if accepted:
+                throttle_accepted(admitted)
+            else:
+                self.throttle.failed(admitted)
+            return
+        self.throttle.record(admitted[0], accepted, admitted[1])
 
     def begin_call(
         self, policy: RetryPolicy, host: str | None, started: float | None = None

@@ -15,11 +15,11 @@ import anyio
 import httpx
 
 from . import _testing_state
-from ._core import Call, Discard, Read, RetryCore, Step
+from ._core import THROTTLE_KEY, Call, Discard, Read, RetryCore, Step
 from ._deadline import DeadlineStream
 from ._outcome import RECORD_KEY, request_label
 from ._policy import RetryPolicy
-from ._throttle import OVERLOAD_STATUSES, accepted_error
+from ._throttle import OVERLOAD_STATUSES, _Host, accepted_error
 
 __all__ = [
     "DRAIN_LIMIT",
@@ -177,6 +177,48 @@ def send_call(
     (rule 8) unless the caller ``stream``s it, and the retry loop if either
     failed."""
     read = not stream
+    if policy.deadline is None:
+        # The common case, inline: no deadline to keep.
+        throttle = core.throttle
+        try:
+            response = attempt()
+            status = response.status_code
+            final = policy.max_attempts == 1 or status not in policy._judged_statuses
+            if final and read:
+                read_body(response, request)
+            if throttle is not None:
+                admitted = request.extensions.pop(THROTTLE_KEY, None)
+                if admitted.__class__ is not _Host:  # a probe, or not asked
+                    core.record_first(
+                        request, status not in OVERLOAD_STATUSES, admitted
+                    )
+                elif status not in OVERLOAD_STATUSES:
+                    admitted.answered.append(True)  # accepted: logged, no lock
+                else:
+                    throttle.failed(admitted)
+            if final:
+                response.extensions[RECORD_KEY] = core.first_try
+                return response
+            error = None
+        except Exception as exc:
+            if throttle is not None:  # told once: a second time does nothing
+                core.record_first(request, accepted_error(exc))
+            if policy.max_attempts == 1:
+                raise
+            response, error = None, exc
+        return retry(
+            core,
+            request,
+            policy,
+            started,
+            response,
+            error,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
     try:
         response = attempt()
     except Exception as exc:
@@ -251,6 +293,48 @@ async def asend_call(
     """:func:`send_call` with awaitable I/O.  With a deadline, each attempt
     (and each body read) is cancelled when it comes, whatever phase it is in."""
     read = not stream
+    if policy.deadline is None:
+        # The common case, inline: no deadline to keep.
+        throttle = core.throttle
+        try:
+            response = await attempt()
+            status = response.status_code
+            final = policy.max_attempts == 1 or status not in policy._judged_statuses
+            if final and read:
+                await aread_body(response, request)
+            if throttle is not None:
+                admitted = request.extensions.pop(THROTTLE_KEY, None)
+                if admitted.__class__ is not _Host:  # a probe, or not asked
+                    core.record_first(
+                        request, status not in OVERLOAD_STATUSES, admitted
+                    )
+                elif status not in OVERLOAD_STATUSES:
+                    admitted.answered.append(True)  # accepted: logged, no lock
+                else:
+                    throttle.failed(admitted)
+            if final:
+                response.extensions[RECORD_KEY] = core.first_try
+                return response
+            error = None
+        except Exception as exc:
+            if throttle is not None:  # told once: a second time does nothing
+                core.record_first(request, accepted_error(exc))
+            if policy.max_attempts == 1:
+                raise
+            response, error = None, exc
+        return await aretry(
+            core,
+            request,
+            policy,
+            started,
+            response,
+            error,
+            attempt,
+            sleep,
+            read=read,
+            bound=False,
+            before_retry=before_retry,
+        )
     deadline = None if policy.deadline is None else started + policy.deadline
     if deadline is not None:
         attempt = within(attempt, request, deadline, core.clock)

@@ -14,6 +14,13 @@ so while the server accepts at least ``1 / k`` of what is asked nothing is
 refused, and in an outage nearly everything is: callers fail in
 microseconds, and the server sees a trickle instead of a flood.
 
+The formula applies only within a window of the host's last overload answer
+(a 503, a timeout, ...).  Before any, nothing is refused: requests still out
+are not accepts, and a fresh client's burst of concurrent first calls (or a
+slow but healthy server's calls in flight) would otherwise look like an
+outage.  It also makes the common case cheap: a request to a host with no
+recent overload answer is logged and sent without the lock.
+
 The formula is also taken over the window's last fifth (its two latest
 slices), and the higher of the two applies.  Over the whole window alone, a
 healthy past shields an outage: 10 s of accepts at 200 a second let the next
@@ -40,6 +47,7 @@ its counts have expired.
 from __future__ import annotations
 
 import logging
+import math
 import random as _random
 import threading
 import time
@@ -60,6 +68,7 @@ __all__ = [
     "AdaptiveThrottle",
     "ThrottleStats",
     "ThrottledError",
+    "accepted",
     "accepted_error",
     "accepted_status",
 ]
@@ -68,9 +77,8 @@ SLOTS = 10
 _OWNER = "AdaptiveThrottle"
 logger = logging.getLogger("reliable_client")
 
-# A request let through while the refusal probability is at least this is a
-# probe: the server accepted at most about 1 / (2k) of the latest requests.
-_PROBING = 0.5
+# Requests logged without the lock before they are counted in under it.
+_LOGGED = 1024
 
 # What admit() answers.
 REFUSE = 0
@@ -114,8 +122,8 @@ class ThrottleStats:
     requests: int
     """Requests wanted in the window (those refused locally included)."""
     accepts: int
-    """Requests the server accepted in the window (one still in flight
-    counts as accepted until it fails)."""
+    """Requests the server accepted in the window (counted when their
+    answers came)."""
     probability: float
     """The refusal probability now, in ``[0, 1)``."""
 
@@ -125,9 +133,11 @@ class _Host:
 
     Requests are counted when asked for (:meth:`AdaptiveThrottle.admit`),
     accepts when the answer comes: a request still in flight is not
-    accepted (yet), so a server that hangs is seen before its timeouts fire.
-    Answers are logged without the lock (``answered``, a list whose append
-    is atomic) and counted when the lock is next taken.  The slice under way
+    accepted (yet), so once a server that hangs has timed out one request,
+    the others still waiting count against it.
+    In the common case both are logged without the lock (``asked`` and
+    ``answered``, lists whose appends are atomic) and counted in when the
+    lock is next taken (at least once a slice).  The slice under way
     is in ``now_requests``/``now_accepts``, the one before in
     ``last_requests``/``last_accepts`` (the short horizon), older ones in
     ``ring``; ``requests``/``accepts`` are the window's totals.
@@ -136,10 +146,13 @@ class _Host:
     __slots__ = (
         "accepts",
         "answered",
+        "asked",
+        "failed_until",
         "last_accepts",
         "last_requests",
         "now_accepts",
         "now_requests",
+        "open_from",
         "probed",
         "requests",
         "ring",
@@ -155,20 +168,33 @@ class _Host:
         self.last_requests = self.last_accepts = 0
         self.slot = slot
         self.answered: list[bool] = []  # accepted answers not counted yet
+        self.asked: list[bool] = []  # requests not counted yet
         self.tokens = tokens  # probes that may go now
         self.probed = now  # when the tokens were last topped up
         self.throttling = False
+        # A window after the last overload answer: until then the counts
+        # decide (a request still out is not an accept), from then on every
+        # request goes (a fresh host's burst, or a slow but healthy server,
+        # is never refused).  open_from: the same, or never while throttling.
+        self.failed_until = self.open_from = -math.inf
 
     def count_answers(self) -> None:
-        """Count the answers logged since (the caller holds the lock)."""
-        answered = self.answered
-        count = len(answered)
-        del answered[:count]  # one step: appends meanwhile stay for later
-        self.accepts += count
-        self.now_accepts += count
+        """Count in the requests and answers logged since (the caller holds
+        the lock)."""
+        for log in (self.asked, self.answered):
+            count = len(log)
+            if count:
+                del log[:count]  # one step: appends meanwhile stay for later
+                if log is self.asked:
+                    self.requests += count
+                    self.now_requests += count
+                else:
+                    self.accepts += count
+                    self.now_accepts += count
 
     def advance(self, slot: int) -> None:
         """Move to slice ``slot``: the oldest slices leave the window."""
+        self.count_answers()  # into the slice they were logged in
         ring = self.ring
         entry = ring[self.slot % SLOTS]
         entry[0], entry[1] = self.now_requests, self.now_accepts
@@ -243,7 +269,8 @@ class AdaptiveThrottle:
     however healthy the window was before it), where ``requests`` counts
     every request wanted (retries and refused ones included) and ``accepts``
     every answer that is not an overload signal (429, 502, 503, 504, a
-    timeout, a connection error).  A refused request raises
+    timeout, a connection error); never while no overload answer came from
+    the host in the last ``window`` seconds.  A refused request raises
     :class:`ThrottledError` and is never sent.  Share one object between
     clients, transports and decorators; thread- and task-safe; O(1) a
     request; a host is forgotten once its counts have expired (about 1 KiB
@@ -320,40 +347,34 @@ class AdaptiveThrottle:
         learn whether the server is back) or :data:`REFUSE`.  Report what
         the server did with an admitted one to :meth:`record`.  ``now``: a
         reading of this throttle's clock just taken by the caller."""
+        entered = self.enter(key, now)
+        return entered if isinstance(entered, int) else ADMIT
+
+    def enter(self, key: str, now: float | None = None) -> _Host | int:
+        """:meth:`admit`, for the engine: a plain admission answers the
+        host's history itself, whose answer can then be logged with
+        :func:`accepted` (no lookup); else :data:`PROBE` or :data:`REFUSE`
+        (or :data:`ADMIT` in testing mode)."""
         mode = _testing_state._current
         if mode is not None and mode.throttle is not None:
             return REFUSE if mode.throttle else ADMIT
         if now is None:
             now = self._clock()
         slot = now * self._per_slice // 1.0  # a float; the slow path makes it int
-        lock = self._lock
-        lock.acquire()
-        try:
-            host = self._hosts.get(key)
-            if host is not None and host.slot == slot:
-                answered = host.answered
-                if answered:
-                    count = len(answered)
-                    del answered[:count]  # one step: appends meanwhile stay
-                    host.accepts += count
-                    host.now_accepts += count
-                k = self.k
-                # The formula counts the requests before this one.
-                if (
-                    not host.throttling
-                    and host.requests <= k * host.accepts
-                    and host.now_requests + host.last_requests
-                    <= k * (host.now_accepts + host.last_accepts)
-                ):
-                    # The server accepts enough: the common case.
-                    host.requests += 1
-                    host.now_requests += 1
-                    return ADMIT
-        finally:
-            lock.release()
+        host = self._hosts.get(key)
+        if (
+            host is not None
+            and host.slot == slot
+            and now >= host.open_from
+            and len(host.asked) < _LOGGED
+        ):
+            # The common case, without the lock: no overload answer for a
+            # window, so the request goes; it is logged, to be counted in.
+            host.asked.append(True)
+            return host
         return self._admit(key, int(slot), now)
 
-    def _admit(self, key: str, slot: int, now: float) -> int:
+    def _admit(self, key: str, slot: int, now: float) -> _Host | int:
         """:meth:`admit` past its common case: a new slice or host, or a
         server that accepts too little."""
         k = self.k
@@ -364,14 +385,16 @@ class AdaptiveThrottle:
             if host is None or host.slot != slot:
                 host = self._host(key, slot, now, stopped)
             host.count_answers()
-            if host.requests <= k * host.accepts and (
-                host.now_requests + host.last_requests
+            if now >= host.failed_until or (
+                host.requests <= k * host.accepts
+                and host.now_requests + host.last_requests
                 <= k * (host.now_accepts + host.last_accepts)
             ):
                 host.requests += 1
                 host.now_requests += 1
                 if host.throttling:
                     host.throttling = False
+                    host.open_from = host.failed_until
                     stopped.append(key)
                 verdict = ADMIT
             else:
@@ -389,7 +412,7 @@ class AdaptiveThrottle:
             )
         for name in stopped:
             _log_stop(name)
-        return verdict
+        return host if verdict == ADMIT else verdict
 
     def _verdict(
         self, host: _Host, probability: float, now: float
@@ -411,18 +434,20 @@ class AdaptiveThrottle:
         if host.throttling:
             return REFUSE, None
         host.throttling = True
+        host.open_from = math.inf  # the lock decides until it stops
         return REFUSE, "started"
 
     def record(self, key: str, accepted: bool, probe: bool = False) -> None:
         """Report what the server did with a request :meth:`admit` let
-        through (``probe``: it went as a probe).  A failure needs nothing
-        more (the request counts as not accepted already); an accept is
-        logged at once, without the lock."""
-        if not accepted:
-            return
+        through (``probe``: it went as a probe).  A failure closes the gate
+        for a window (the request counts as not accepted already); an accept
+        is logged at once, without the lock."""
         host = self._hosts.get(key)
         if host is None:
             return  # forgotten meanwhile
+        if not accepted:
+            self.failed(host)
+            return
         if not probe:
             host.answered.append(True)
             return
@@ -435,42 +460,61 @@ class AdaptiveThrottle:
                 # before is history.
                 host.forget_refusals()
 
-    def _view(self, host: _Host, slot: int) -> tuple[int, int, float]:
-        """A host's (requests, accepts, probability) at slice ``slot``,
-        without moving it (the caller holds the lock)."""
+    def failed(self, host: _Host) -> None:
+        """The server answered a request to ``host`` with an overload signal:
+        for a window from now the counts decide whether requests go."""
+        with self._lock:  # rare, and ordered with the throttling's start
+            host.failed_until = self._clock() + self.window
+            if not host.throttling:
+                host.open_from = host.failed_until
+
+    def _view(self, host: _Host, now: float) -> tuple[int, int, float]:
+        """A host's (requests, accepts, probability) at ``now``, without
+        moving it (the caller holds the lock)."""
         host.count_answers()
+        slot = int(now * self._per_slice)
         if slot <= host.slot:
-            return host.requests, host.accepts, host.probability(self.k)
+            return host.requests, host.accepts, self._probability(host, now)
         copy = _Host(host.slot, host.probed, host.tokens)
         copy.ring = [list(entry) for entry in host.ring]
         copy.requests, copy.accepts = host.requests, host.accepts
         copy.now_requests, copy.now_accepts = host.now_requests, host.now_accepts
         copy.last_requests, copy.last_accepts = host.last_requests, host.last_accepts
+        copy.failed_until = host.failed_until
         copy.advance(slot)
-        return copy.requests, copy.accepts, copy.probability(self.k)
+        return copy.requests, copy.accepts, self._probability(copy, now)
+
+    def _probability(self, host: _Host, now: float) -> float:
+        return 0.0 if now >= host.failed_until else host.probability(self.k)
 
     def probability(self, host: str = "") -> float:
         """The refusal probability for a request to ``host`` now."""
-        slot = int(self._clock() * self._per_slice)
+        now = self._clock()
         with self._lock:
             found = self._hosts.get(self.key(host))
-            return 0.0 if found is None else self._view(found, slot)[2]
+            return 0.0 if found is None else self._view(found, now)[2]
 
     @property
     def stats(self) -> dict[str, ThrottleStats]:
         """Each host's requests, accepts and refusal probability over the
         window (the key ``""`` with ``per_host=False``)."""
-        slot = int(self._clock() * self._per_slice)
+        now = self._clock()
         stopped: list[str] = []
         with self._lock:
-            self._forget_idle(slot, None, stopped)
+            self._forget_idle(int(now * self._per_slice), None, stopped)
             result = {
-                key: ThrottleStats(*self._view(host, slot))
+                key: ThrottleStats(*self._view(host, now))
                 for key, host in self._hosts.items()
             }
         for name in stopped:
             _log_stop(name)
         return result
+
+
+def accepted(history: _Host) -> None:
+    """The server accepted a request that :meth:`AdaptiveThrottle.enter` let
+    go plainly (``history``, what it answered): counted without the lock."""
+    history.answered.append(True)
 
 
 def _log_stop(key: str) -> None:
