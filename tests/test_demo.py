@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reliable_client import _demo
+from reliable_client import _demo, _demo_report
 from reliable_client.__main__ import main
 from reliable_client.server import IdempotencyMiddleware, MemoryStore
 
@@ -73,7 +73,7 @@ def test_run_caller_counts_what_the_server_did(tmp_path: Path) -> None:
     assert outboxed.payments == outboxed.succeeded == 80 and outboxed.failed == 0
     assert outboxed.requests >= 80 and len(outboxed.latencies) == 80
     assert ("reliable_client + outbox", 80, 80) in seen
-    table = _demo.format_table(list(results.values()), config)
+    table = _demo_report.format_table(list(results.values()), config)
     assert "reliable_client" in table and "duplicates" in table
     row = next(line for line in table.splitlines() if "+ outbox" in line)
     assert row.split()[-1] == f"{_demo.RELAY_KILLS}x"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """``reliable-client``: the ``demo`` and ``outbox`` subcommands."""
-    from . import _demo
+    from . import _demo_cli
     from .outbox import _cli
 
     parser = argparse.ArgumentParser(
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="reliable_client: HTTP calls that are safe to retry.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _demo.add_parser(commands)
+    _demo_cli.add_parser(commands)
     _cli.add_parser(commands)
     return parser
 

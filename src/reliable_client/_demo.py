@@ -1,9 +1,9 @@
-"""The demo: the same payments workload through three callers, under faults.
+"""The demo: the same payments workload through four callers, under faults.
 
 Everything runs in-process on 127.0.0.1: a small payments API behind the
 reference Idempotency-Key middleware, behind a ChaosServer that drops
 connections (some after the payment was made), resets them, stalls, answers
-503, and has a full outage window.  Three callers send the same logical
+503, and has a full outage window.  Four callers send the same logical
 payments:
 
 - plain httpx: one attempt, no keys;
@@ -19,19 +19,17 @@ payments missing.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 import tenacity
@@ -42,7 +40,7 @@ from ._idempotency import Idempotency
 from ._policy import RetryPolicy
 from .testing import ChaosServer, FaultMix
 
-__all__ = ["PaymentsApp", "main", "run_demo"]
+__all__ = ["DemoConfig", "PaymentsApp", "Result", "parse_faults", "run_demo"]
 
 CALLERS = (
     "plain httpx",
@@ -319,114 +317,6 @@ def run_demo(
         return results
 
 
-# -- output -----------------------------------------------------------------
-
-
-def format_table(results: Sequence[Result], config: DemoConfig) -> str:
-    header = (
-        "caller",
-        "ok",
-        "failed",
-        "payments",
-        "duplicates",
-        "missing",
-        "requests",
-        "ampl.",
-        "p50 ms",
-        "p99 ms",
-        "killed",
-    )
-    rows = [header]
-    for r in results:
-        rows.append(
-            (
-                r.caller,
-                str(r.succeeded),
-                str(r.failed),
-                str(r.payments),
-                str(r.duplicates),
-                str(r.missing),
-                str(r.requests),
-                f"{r.amplification:.2f}x",
-                f"{r.percentile(0.5) * 1000:.0f}",
-                f"{r.percentile(0.99) * 1000:.0f}",
-                "-" if r.relay_kills is None else f"{r.relay_kills}x",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
-            for i, cell in enumerate(row)
-        )
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    f = config.faults
-    notes = [
-        f"{config.calls} payments per caller at {config.rate:g}/s, at most "
-        f"{config.concurrency} at a time; seed {config.seed}; store {config.store}",
-        f"faults: response lost after processing {f.drop_after:.0%}, "
-        f"dropped before {f.drop_before:.0%}, reset {f.reset:.0%}, "
-        f"503 {f.unavailable:.0%}, stall {f.stall:.0%}; "
-        f"outage {config.outage:g} s",
-        "ok: the caller saw success.  failed: the caller saw an error (outcome "
-        "lost or unknown).",
-        "payments: created on the server.  duplicates: payments made twice or "
-        "more for one order.",
-        "missing: orders with no payment.  requests: what the server received; "
-        "ampl.: requests per order.",
-        "reliable_client + outbox: ok is delivered, failed is dead or undelivered, "
-        "latency runs from enqueue to delivery;",
-        "killed: how many times its relay process was SIGKILLed mid-run (and "
-        "restarted).",
-    ]
-    return "\n".join([*lines, "", *notes])
-
-
-def plot(results: Sequence[Result], config: DemoConfig, path: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise SystemExit(
-            "--plot needs matplotlib: pip install 'reliable-client[plot]'"
-        ) from exc
-    figure, axes = plt.subplots(figsize=(9, 4.5))
-    for r in results:
-        if not r.request_times:
-            continue
-        end = max(r.request_times)
-        bins = max(1, int(end / 0.1) + 1)
-        counts = [0] * bins
-        for t in r.request_times:
-            counts[min(bins - 1, int(t / 0.1))] += 1
-        axes.plot(
-            [i * 0.1 for i in range(bins)], [c * 10 for c in counts], label=r.caller
-        )
-    starts = [r.outage_start for r in results if r.outage_start is not None]
-    if starts:
-        axes.axvspan(
-            min(starts),
-            max(starts) + config.outage,
-            color="grey",
-            alpha=0.2,
-            label="outage",
-        )
-    axes.set_xlabel("seconds since the caller started")
-    axes.set_ylabel("requests per second at the server")
-    axes.set_title(
-        f"{config.calls} payments, {config.concurrency} concurrent, "
-        f"{config.outage:g} s outage"
-    )
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 # -- command line -------------------------------------------------------------
 
 
@@ -447,114 +337,3 @@ def parse_faults(text: str) -> FaultMix:
         except ValueError:
             raise ValueError(f"bad rate in {part!r}: not a number") from None
     return FaultMix(retry_after=0.2, stall_seconds=2.0, **values)
-
-
-def _bounded(kind: type, low: float, high: float) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a {kind.__name__}"
-            ) from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
-        return value
-
-    return convert
-
-
-def _faults_arg(text: str) -> FaultMix:
-    try:
-        return parse_faults(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``reliable-client`` command line with the ``demo`` subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="reliable-client",
-        description="reliable_client: HTTP calls that are safe to retry.",
-    )
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add the ``demo`` subcommand to a ``reliable-client`` parser."""
-    demo: argparse.ArgumentParser = commands.add_parser(
-        "demo",
-        help="payments under faults: plain httpx vs naive retries vs "
-        "reliable_client (and its outbox)",
-    )
-    demo.add_argument("--calls", type=_bounded(int, 1, 100_000), default=500)
-    demo.add_argument("--concurrency", type=_bounded(int, 1, 256), default=16)
-    demo.add_argument(
-        "--faults",
-        type=_faults_arg,
-        default=parse_faults(DEFAULT_FAULTS),
-        help=f"fault rates, e.g. {DEFAULT_FAULTS!r}",
-    )
-    demo.add_argument(
-        "--outage",
-        type=_bounded(float, 0.0, 30.0),
-        default=0.5,
-        help="seconds of full outage (503) during each run; 0 for none",
-    )
-    demo.add_argument(
-        "--rate",
-        type=_bounded(float, 1.0, 10_000.0),
-        default=200.0,
-        help="payments started per second (default 200)",
-    )
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument(
-        "--store", choices=("sqlite", "memory", "redis"), default="sqlite"
-    )
-    demo.add_argument("--redis-url", default=None, help="with --store redis")
-    demo.add_argument("--plot", metavar="FILE", help="write a PNG of requests/s")
-    demo.add_argument("--no-progress", action="store_true")
-    demo.set_defaults(handler=run_from_args)
-    return demo
-
-
-def _progress_printer(stream: TextIO) -> Callable[[str, int, int], None]:
-    tty = stream.isatty()
-
-    def show(name: str, done: int, total: int) -> None:
-        if done != total and (not tty or done % max(1, total // 50)):
-            return
-        width = 30
-        filled = width * done // total
-        bar = "#" * filled + "." * (width - filled)
-        end = "\n" if done == total else ""
-        stream.write(f"\r{name:<16} [{bar}] {done}/{total}{end}")
-        stream.flush()
-
-    return show
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_from_args(build_parser().parse_args(argv))
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the demo as parsed from ``reliable-client demo ...``."""
-    config = DemoConfig(
-        calls=args.calls,
-        concurrency=args.concurrency,
-        faults=args.faults,
-        outage=args.outage,
-        rate=args.rate,
-        seed=args.seed,
-        store=args.store,
-        redis_url=args.redis_url,
-    )
-    progress = None if args.no_progress else _progress_printer(sys.stderr)
-    results = run_demo(config, progress)
-    print(format_table(results, config))
-    if args.plot:
-        plot(results, config, args.plot)
-        print(f"\nplot written to {args.plot}")
-    return 0
