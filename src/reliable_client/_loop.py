@@ -57,18 +57,13 @@ def first_answer(
     request: httpx.Request,
     policy: RetryPolicy,
     response: httpx.Response,
-    *,
-    body_follows: bool = False,
 ) -> bool:
-    """A call's first attempt answered: whether ``response`` is the call's
-    answer (the common case, a set lookup) rather than one to retry.
-    ``body_follows``: the throttle hears of an accepted answer once its body
-    has been read (the caller tells it), not now."""
+    """A transport's first attempt answered: whether ``response`` is the
+    call's answer (the common case, a set lookup) rather than one to retry."""
     status = response.status_code
-    final = policy.max_attempts == 1 or status not in policy._judged_statuses
-    if core.throttle is not None and not (final and body_follows):
-        core.record_first(request, status not in OVERLOAD_STATUSES)
-    return final
+    if core.throttle is not None:
+        tell_first(core, request, status)
+    return policy.max_attempts == 1 or status not in policy._judged_statuses
 
 
 def first_error(
@@ -162,6 +157,19 @@ async def aretry(
     return result
 
 
+def tell_first(core: RetryCore, request: httpx.Request, status: int) -> None:
+    """Tell the throttle how a call's first attempt was answered (``status``,
+    its body read unless streamed)."""
+    admitted = request.extensions.pop(THROTTLE_KEY, None)
+    if admitted.__class__ is not _Host:  # a probe, or not asked
+        core.record_first(request, status not in OVERLOAD_STATUSES, admitted)
+    elif status not in OVERLOAD_STATUSES:
+        admitted.answered.append(True)  # accepted: logged, no lock, no lookup
+    else:
+        assert core.throttle is not None
+        core.throttle.failed(admitted)
+
+
 def send_call(
     core: RetryCore,
     request: httpx.Request,
@@ -177,106 +185,39 @@ def send_call(
     (rule 8) unless the caller ``stream``s it, and the retry loop if either
     failed."""
     read = not stream
-    if policy.deadline is None:
-        # The common case, inline: no deadline to keep.
-        throttle = core.throttle
-        try:
-            response = attempt()
-            status = response.status_code
-            final = policy.max_attempts == 1 or status not in policy._judged_statuses
-            if final and read:
-                read_body(response, request)
-            if throttle is not None:
-                admitted = request.extensions.pop(THROTTLE_KEY, None)
-                if admitted.__class__ is not _Host:  # a probe, or not asked
-                    core.record_first(
-                        request, status not in OVERLOAD_STATUSES, admitted
-                    )
-                elif status not in OVERLOAD_STATUSES:
-                    admitted.answered.append(True)  # accepted: logged, no lock
-                else:
-                    throttle.failed(admitted)
-            if final:
-                response.extensions[RECORD_KEY] = core.first_try
-                return response
-            error = None
-        except Exception as exc:
-            if throttle is not None:  # told once: a second time does nothing
-                core.record_first(request, accepted_error(exc))
-            if policy.max_attempts == 1:
-                raise
-            response, error = None, exc
-        return retry(
-            core,
-            request,
-            policy,
-            started,
-            response,
-            error,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
+    deadline = None if policy.deadline is None else started + policy.deadline
+    throttle = core.throttle
     try:
         response = attempt()
+        status = response.status_code
+        final = policy.max_attempts == 1 or status not in policy._judged_statuses
+        if final and read:
+            read_body(response, request, deadline, core.clock)
+        if throttle is not None:
+            tell_first(core, request, status)
+        if final:
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        error = None
     except Exception as exc:
-        if not first_error(core, request, policy, exc):
-            raise
-        return retry(
-            core,
-            request,
-            policy,
-            started,
-            None,
-            exc,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
-    if not first_answer(core, request, policy, response, body_follows=read):
-        return retry(
-            core,
-            request,
-            policy,
-            started,
-            response,
-            None,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
-    if stream:
-        return finish_first(core, request, policy, started, response, bound=False)
-    deadline = None if policy.deadline is None else started + policy.deadline
-    try:
-        read_body(response, request, deadline, core.clock)
-    except Exception as exc:
-        if core.throttle is not None:
+        if throttle is not None:  # told once: a second time does nothing
             core.record_first(request, accepted_error(exc))
         if policy.max_attempts == 1:
             raise
-        return retry(
-            core,
-            request,
-            policy,
-            started,
-            None,
-            exc,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
-    if core.throttle is not None:
-        core.record_first(request, response.status_code not in OVERLOAD_STATUSES)
-    return finish_first(core, request, policy, started, response, bound=False)
+        response, error = None, exc
+    return retry(
+        core,
+        request,
+        policy,
+        started,
+        response,
+        error,
+        attempt,
+        sleep,
+        read=read,
+        bound=False,
+        before_retry=before_retry,
+    )
 
 
 async def asend_call(
@@ -293,108 +234,41 @@ async def asend_call(
     """:func:`send_call` with awaitable I/O.  With a deadline, each attempt
     (and each body read) is cancelled when it comes, whatever phase it is in."""
     read = not stream
-    if policy.deadline is None:
-        # The common case, inline: no deadline to keep.
-        throttle = core.throttle
-        try:
-            response = await attempt()
-            status = response.status_code
-            final = policy.max_attempts == 1 or status not in policy._judged_statuses
-            if final and read:
-                await aread_body(response, request)
-            if throttle is not None:
-                admitted = request.extensions.pop(THROTTLE_KEY, None)
-                if admitted.__class__ is not _Host:  # a probe, or not asked
-                    core.record_first(
-                        request, status not in OVERLOAD_STATUSES, admitted
-                    )
-                elif status not in OVERLOAD_STATUSES:
-                    admitted.answered.append(True)  # accepted: logged, no lock
-                else:
-                    throttle.failed(admitted)
-            if final:
-                response.extensions[RECORD_KEY] = core.first_try
-                return response
-            error = None
-        except Exception as exc:
-            if throttle is not None:  # told once: a second time does nothing
-                core.record_first(request, accepted_error(exc))
-            if policy.max_attempts == 1:
-                raise
-            response, error = None, exc
-        return await aretry(
-            core,
-            request,
-            policy,
-            started,
-            response,
-            error,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
     deadline = None if policy.deadline is None else started + policy.deadline
     if deadline is not None:
         attempt = within(attempt, request, deadline, core.clock)
+    throttle = core.throttle
     try:
         response = await attempt()
+        status = response.status_code
+        final = policy.max_attempts == 1 or status not in policy._judged_statuses
+        if final and read:
+            await aread_body(response, request, deadline, core.clock)
+        if throttle is not None:
+            tell_first(core, request, status)
+        if final:
+            response.extensions[RECORD_KEY] = core.first_try
+            return response
+        error = None
     except Exception as exc:
-        if not first_error(core, request, policy, exc):
-            raise
-        return await aretry(
-            core,
-            request,
-            policy,
-            started,
-            None,
-            exc,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
-    if not first_answer(core, request, policy, response, body_follows=read):
-        return await aretry(
-            core,
-            request,
-            policy,
-            started,
-            response,
-            None,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
-    if stream:
-        return finish_first(core, request, policy, started, response, bound=False)
-    try:
-        await aread_body(response, request, deadline, core.clock)
-    except Exception as exc:
-        if core.throttle is not None:
+        if throttle is not None:  # told once: a second time does nothing
             core.record_first(request, accepted_error(exc))
         if policy.max_attempts == 1:
             raise
-        return await aretry(
-            core,
-            request,
-            policy,
-            started,
-            None,
-            exc,
-            attempt,
-            sleep,
-            read=read,
-            bound=False,
-            before_retry=before_retry,
-        )
-    if core.throttle is not None:
-        core.record_first(request, response.status_code not in OVERLOAD_STATUSES)
-    return finish_first(core, request, policy, started, response, bound=False)
+        response, error = None, exc
+    return await aretry(
+        core,
+        request,
+        policy,
+        started,
+        response,
+        error,
+        attempt,
+        sleep,
+        read=read,
+        bound=False,
+        before_retry=before_retry,
+    )
 
 
 def run(
