@@ -141,6 +141,22 @@ def test_a_window_without_overload_lets_everything_go(
     assert any(m.startswith("stopped throttling requests to") for m in messages)
 
 
+def test_while_refusing_the_probes_decide_when_it_ends() -> None:
+    # A server that hangs for longer than the window: the probes still out
+    # say nothing yet, so time alone does not end the throttling.
+    clock = Clock()
+    shed = throttle(clock, window=1.0, random=always_refuse, min_per_second=1.0)
+    assert fail(shed) == ADMIT  # t = 0: a timeout
+    clock.now += 0.5
+    verdicts = [shed.admit("api.test") for _ in range(5)]
+    assert verdicts == [PROBE] * 4 + [REFUSE]  # four probes out, unanswered
+    clock.now += 0.7  # past a window since the failure
+    assert shed.admit("api.test") == REFUSE
+    clock.now += 0.3
+    assert ok(shed) == PROBE  # a token later: a probe, accepted
+    assert shed.admit("api.test") == ADMIT  # which ends it
+
+
 def test_history_expires_after_the_window() -> None:
     clock = Clock()
     shed = throttle(clock, window=10.0, random=never_refuse)
@@ -679,3 +695,54 @@ async def test_a_body_that_fails_is_not_an_accept(kind: str) -> None:
     finally:
         await caller.close()
     assert shed.stats["api.test"].accepts == 0
+
+
+@pytest.mark.parametrize("where", ["first attempt", "retry", "decorator", "transport"])
+async def test_a_cancelled_attempt_is_not_an_accept(where: str) -> None:
+    # The caller gives up by cancelling (its own timeout): as a timeout, the
+    # attempt closes the gate for a window, whichever layer sent it.
+    import asyncio
+
+    clock = Clock()
+    draws: list[float] = []
+    shed = throttle(
+        clock,
+        window=1.0,
+        min_per_second=0.0,
+        random=lambda: draws.pop(0) if draws else 0.999,
+    )
+    hang = asyncio.Event()
+    answers = [503] if where == "retry" else []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if answers:
+            return httpx.Response(answers.pop())  # at 1000.0: gate to 1001.0
+        clock.now += 0.9
+        await hang.wait()  # never set: cancelled at 1000.9, gate to 1001.9
+        return httpx.Response(200)
+
+    policy = rc.RetryPolicy(max_attempts=2, backoff_initial=0.001, backoff_max=0.001)
+    transport = httpx.MockTransport(handler)
+    retrying = rc.AsyncRetryTransport(transport, retry=policy, throttle=shed)
+    async with (
+        rc.AsyncClient(transport=transport, retry=policy, throttle=shed) as client,
+        httpx.AsyncClient(transport=transport) as plain,
+        httpx.AsyncClient(transport=retrying) as through_transport,
+    ):
+
+        @rc.retry(throttle=shed)
+        async def fetch() -> httpx.Response:
+            return await plain.get("http://api.test/x")
+
+        with pytest.raises(asyncio.TimeoutError):
+            if where == "decorator":
+                await asyncio.wait_for(fetch(), 0.05)
+            elif where == "transport":
+                await asyncio.wait_for(through_transport.get("http://api.test/x"), 0.05)
+            else:
+                await asyncio.wait_for(client.get("http://api.test/x"), 0.05)
+    clock.now = 1001.2  # the gate is still closed: the counts decide
+    key = "" if where == "decorator" else "api.test"
+    assert shed.admit(key) == ADMIT  # nothing in the window yet
+    draws.append(0.0)
+    assert shed.admit(key) == REFUSE  # one out, none accepted: p = 1/2

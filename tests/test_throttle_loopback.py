@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 import reliable_client as rc
-from reliable_client.testing import ChaosServer, FaultMix, Reply
+from reliable_client.testing import ChaosServer, FaultMix, Reply, Stall
 
 RATE = 100.0  # calls a second, open loop
 
@@ -126,3 +126,67 @@ def test_a_burst_of_first_calls_to_a_slow_server_is_not_refused() -> None:
         received = len(server.requests("/slow"))
     assert endings == ["ok"] * 64, endings
     assert received == 64 and shed.refused == 0
+
+
+def test_async_callers_that_cancel_on_a_hanging_server_are_throttled() -> None:
+    # Callers that give up by cancelling (asyncio.wait_for): the cancelled
+    # attempt is an overload answer, as a timeout is, so the hang is seen.
+    import asyncio
+
+    shed = rc.AdaptiveThrottle(window=1.0)
+    endings: list[str] = []
+
+    async def callers(url: str) -> None:
+        single = rc.RetryPolicy(max_attempts=1)
+        async with rc.AsyncClient(
+            base_url=url, retry=single, throttle=shed, timeout=30
+        ) as client:
+
+            async def one() -> None:
+                try:
+                    await asyncio.wait_for(client.get("/hang"), 0.2)
+                    endings.append("ok")
+                except rc.ThrottledError:
+                    endings.append("throttled")
+                except asyncio.TimeoutError:
+                    endings.append("cancelled")
+
+            tasks = []
+            for _ in range(200):  # 2 s at 100 calls a second
+                tasks.append(asyncio.create_task(one()))
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*tasks)
+
+    with ChaosServer(lifetime=60) as server:
+        server.script("/hang", Stall(20.0))
+        asyncio.run(callers(server.url))
+        received = len(server.requests("/hang"))
+    assert endings.count("throttled") >= 0.7 * len(endings), endings
+    assert received <= 0.3 * len(endings), received
+
+
+def test_a_failure_that_outlives_its_history_still_counts() -> None:
+    # Timeouts longer than the window: while the first requests hang, their
+    # host's history is forgotten (reading stats forgets idle hosts).  Their
+    # timeouts must still reach the history the next requests are asked in.
+    shed = rc.AdaptiveThrottle(
+        window=0.5,
+        min_per_second=0.0,
+        random=lambda: 0.0,  # refuse if p > 0
+    )
+    single = rc.RetryPolicy(max_attempts=1)
+    with ChaosServer(lifetime=60) as server:
+        server.script("/hang", Stall(30.0))
+        with rc.Client(
+            base_url=server.url, retry=single, throttle=shed, timeout=0.8
+        ) as client:
+            call = ending(client, "/hang")
+            with ThreadPoolExecutor(8) as pool:
+                wave = [pool.submit(call) for _ in range(8)]
+                time.sleep(0.65)  # a window with no new request, none answered
+                assert shed.stats == {}  # so the history is forgotten
+                assert [done.result() for done in wave] == ["error"] * 8
+            later = [call() for _ in range(5)]
+        received = len(server.requests("/hang"))
+    assert later == ["throttled"] * 5, later
+    assert received == 8

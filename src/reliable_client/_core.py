@@ -430,7 +430,20 @@ class Call:
     def steps(
         self, result: Any, error: Exception | None, *, read_body: bool = False
     ) -> Generator[Step, Any, Any]:
-        """The retry loop without its I/O, for the sync and async drivers.
+        """The retry loop without its I/O, for the sync and async drivers
+        (see :meth:`_steps`).  A driver interrupted while a retry was out (a
+        cancellation, KeyboardInterrupt) closes it: that retry was not
+        accepted."""
+        try:
+            return (yield from self._steps(result, error, read_body))
+        except GeneratorExit:
+            self._record(False)  # once: nothing if the attempt was told
+            raise
+
+    def _steps(
+        self, result: Any, error: Exception | None, read_body: bool
+    ) -> Generator[Step, Any, Any]:
+        """The retry loop without its I/O.
 
         Starts from the first attempt's ``result`` or ``error``; yields what to
         do next (:data:`ATTEMPT`, a :class:`Read`, a :class:`Discard`, or a

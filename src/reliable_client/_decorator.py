@@ -168,6 +168,9 @@ def _decorate(
                 except Exception as exc:
                     first_outcome(probe, exc)
                     first_error = exc
+                except BaseException as exc:  # cancelled: as a timeout
+                    first_outcome(probe, exc)
+                    raise
                 else:
                     first_outcome(probe, None)
                     return result
@@ -194,6 +197,9 @@ def _decorate(
             except Exception as exc:
                 first_outcome(probe, exc)
                 first_error = exc
+            except BaseException as exc:  # interrupted: as a timeout
+                first_outcome(probe, exc)
+                raise
             else:
                 first_outcome(probe, None)
                 return result

@@ -67,7 +67,7 @@ def first_answer(
 
 
 def first_error(
-    core: RetryCore, request: httpx.Request, policy: RetryPolicy, exc: Exception
+    core: RetryCore, request: httpx.Request, policy: RetryPolicy, exc: BaseException
 ) -> bool:
     """A call's first attempt raised ``exc``: whether the retry loop takes
     it (else it is the caller's)."""
@@ -205,6 +205,12 @@ def send_call(
         if policy.max_attempts == 1:
             raise
         response, error = None, exc
+    except BaseException:
+        # Cancelled (the caller's own timeout, say), or interrupted: as a
+        # timeout, not an accept.
+        if throttle is not None:
+            core.record_first(request, False)
+        raise
     return retry(
         core,
         request,
@@ -256,6 +262,12 @@ async def asend_call(
         if policy.max_attempts == 1:
             raise
         response, error = None, exc
+    except BaseException:
+        # Cancelled (the caller's own timeout, say), or interrupted: as a
+        # timeout, not an accept.
+        if throttle is not None:
+            core.record_first(request, False)
+        raise
     return await aretry(
         core,
         request,
@@ -277,27 +289,31 @@ def run(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Any:
     reply: Any = None
-    while True:
-        try:
-            step = steps.send(reply)
-        except StopIteration as done:
-            return done.value
-        reply = None
-        if isinstance(step, float):
-            if not _testing_state.intercept(step):
-                sleep(step)
-        elif isinstance(step, Read):
+    try:
+        while True:
             try:
-                read_body(step.response, step.request, step.deadline, step.clock)
-            except Exception as exc:
-                reply = exc
-        elif isinstance(step, Discard):
-            discard(step.response, step.request)
-        else:  # ATTEMPT
-            try:
-                reply = (attempt(), None)
-            except Exception as exc:
-                reply = (None, exc)
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = None
+            if isinstance(step, float):
+                if not _testing_state.intercept(step):
+                    sleep(step)
+            elif isinstance(step, Read):
+                try:
+                    read_body(step.response, step.request, step.deadline, step.clock)
+                except Exception as exc:
+                    reply = exc
+            elif isinstance(step, Discard):
+                discard(step.response, step.request)
+            else:  # ATTEMPT
+                try:
+                    reply = (attempt(), None)
+                except Exception as exc:
+                    reply = (None, exc)
+    except BaseException:
+        steps.close()  # interrupted: the steps tell what was out
+        raise
 
 
 async def arun(
@@ -306,29 +322,35 @@ async def arun(
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> Any:
     reply: Any = None
-    while True:
-        try:
-            step = steps.send(reply)
-        except StopIteration as done:
-            return done.value
-        reply = None
-        if isinstance(step, float):
-            if _testing_state.intercept(step):
-                await anyio.sleep(0)  # still a checkpoint for cancellation
-            else:
-                await sleep(step)
-        elif isinstance(step, Read):
+    try:
+        while True:
             try:
-                await aread_body(step.response, step.request, step.deadline, step.clock)
-            except Exception as exc:
-                reply = exc
-        elif isinstance(step, Discard):
-            await adiscard(step.response)
-        else:  # ATTEMPT
-            try:
-                reply = (await attempt(), None)
-            except Exception as exc:
-                reply = (None, exc)
+                step = steps.send(reply)
+            except StopIteration as done:
+                return done.value
+            reply = None
+            if isinstance(step, float):
+                if _testing_state.intercept(step):
+                    await anyio.sleep(0)  # still a checkpoint for cancellation
+                else:
+                    await sleep(step)
+            elif isinstance(step, Read):
+                try:
+                    await aread_body(
+                        step.response, step.request, step.deadline, step.clock
+                    )
+                except Exception as exc:
+                    reply = exc
+            elif isinstance(step, Discard):
+                await adiscard(step.response)
+            else:  # ATTEMPT
+                try:
+                    reply = (await attempt(), None)
+                except Exception as exc:
+                    reply = (None, exc)
+    except BaseException:
+        steps.close()  # interrupted: the steps tell what was out
+        raise
 
 
 def _bound(

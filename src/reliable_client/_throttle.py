@@ -15,7 +15,8 @@ refused, and in an outage nearly everything is: callers fail in
 microseconds, and the server sees a trickle instead of a flood.
 
 The formula applies only within a window of the host's last overload answer
-(a 503, a timeout, ...).  Before any, nothing is refused: requests still out
+(a 503, a timeout, a cancelled attempt, ...) or, with probes, of its last
+refusal.  Before any, nothing is refused: requests still out
 are not accepts, and a fresh client's burst of concurrent first calls (or a
 slow but healthy server's calls in flight) would otherwise look like an
 outage.  It also makes the common case cheap: a request to a host with no
@@ -102,7 +103,10 @@ def accepted_status(status: int) -> bool:
 
 def accepted_error(exc: BaseException) -> bool:
     """Whether an attempt that raised ``exc`` counts as accepted: not for a
-    timeout or a connection error (the server may be overloaded)."""
+    timeout or a connection error (the server may be overloaded), nor for a
+    cancellation (often the caller's own timeout) or an interruption."""
+    if not isinstance(exc, Exception):
+        return False
     if isinstance(exc, httpx.HTTPStatusError):
         return accepted_status(exc.response.status_code)
     return not isinstance(exc, _OVERLOAD_ERRORS)
@@ -148,6 +152,7 @@ class _Host:
         "answered",
         "asked",
         "failed_until",
+        "key",
         "last_accepts",
         "last_requests",
         "now_accepts",
@@ -161,7 +166,8 @@ class _Host:
         "tokens",
     )
 
-    def __init__(self, slot: int, now: float, tokens: float) -> None:
+    def __init__(self, key: str, slot: int, now: float, tokens: float) -> None:
+        self.key = key
         self.ring = [[0, 0] for _ in range(SLOTS)]  # per slice: requests, accepts
         self.requests = self.accepts = 0
         self.now_requests = self.now_accepts = 0
@@ -334,7 +340,7 @@ class AdaptiveThrottle:
         hosts = self._hosts
         host = hosts.get(key)
         if host is None:
-            host = hosts[key] = _Host(slot, now, self._burst)
+            host = hosts[key] = _Host(key, slot, now, self._burst)
             return host
         hosts.move_to_end(key)
         if slot > host.slot:
@@ -431,6 +437,11 @@ class AdaptiveThrottle:
             return PROBE, None
         host.tokens = tokens
         self.refused += 1
+        if self.min_per_second:
+            # While refusing, the probes decide when it ends (an accepted one
+            # does), not the time since the last failure: a probe still out
+            # to a server that hangs longer than the window says nothing yet.
+            host.failed_until = now + self.window
         if host.throttling:
             return REFUSE, None
         host.throttling = True
@@ -442,12 +453,12 @@ class AdaptiveThrottle:
         through (``probe``: it went as a probe).  A failure closes the gate
         for a window (the request counts as not accepted already); an accept
         is logged at once, without the lock."""
+        if not accepted:
+            self._failed(key, None)
+            return
         host = self._hosts.get(key)
         if host is None:
-            return  # forgotten meanwhile
-        if not accepted:
-            self.failed(host)
-            return
+            return  # forgotten meanwhile: an accept changes nothing then
         if not probe:
             host.answered.append(True)
             return
@@ -460,13 +471,30 @@ class AdaptiveThrottle:
                 # before is history.
                 host.forget_refusals()
 
-    def failed(self, host: _Host) -> None:
-        """The server answered a request to ``host`` with an overload signal:
-        for a window from now the counts decide whether requests go."""
+    def failed(self, history: _Host) -> None:
+        """The server answered a request that :meth:`enter` let go plainly
+        (``history``, what it answered) with an overload signal."""
+        self._failed(history.key, history)
+
+    def _failed(self, key: str, counted_in: _Host | None) -> None:
+        """An overload answer from the history ``key``: for a window from now
+        the counts decide whether requests go.  ``counted_in``: the history
+        the request was counted in, if known."""
+        now = self._clock()
+        stopped: list[str] = []
         with self._lock:  # rare, and ordered with the throttling's start
-            host.failed_until = self._clock() + self.window
+            known = self._hosts.get(key)
+            host = self._host(key, int(now * self._per_slice), now, stopped)
+            if host is not (counted_in or known):
+                # Forgotten while this request was out (it took longer than a
+                # window): the history starts again, with this request in it.
+                host.requests += 1
+                host.now_requests += 1
+            host.failed_until = now + self.window
             if not host.throttling:
                 host.open_from = host.failed_until
+        for name in stopped:
+            _log_stop(name)
 
     def _view(self, host: _Host, now: float) -> tuple[int, int, float]:
         """A host's (requests, accepts, probability) at ``now``, without
@@ -475,7 +503,7 @@ class AdaptiveThrottle:
         slot = int(now * self._per_slice)
         if slot <= host.slot:
             return host.requests, host.accepts, self._probability(host, now)
-        copy = _Host(host.slot, host.probed, host.tokens)
+        copy = _Host(host.key, host.slot, host.probed, host.tokens)
         copy.ring = [list(entry) for entry in host.ring]
         copy.requests, copy.accepts = host.requests, host.accepts
         copy.now_requests, copy.now_accepts = host.now_requests, host.now_accepts

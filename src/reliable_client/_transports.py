@@ -134,6 +134,9 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
                 if not first_error(core, request, policy, exc):
                     raise
                 error = exc
+            except BaseException as exc:  # cancelled: as a timeout
+                first_error(core, request, policy, exc)
+                raise
             else:
                 if first_answer(core, request, policy, response):
                     return finish_first(
@@ -268,6 +271,9 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
                 if not first_error(core, request, policy, exc):
                     raise
                 error = exc
+            except BaseException as exc:  # cancelled: as a timeout
+                first_error(core, request, policy, exc)
+                raise
             else:
                 if first_answer(core, request, policy, response):
                     return finish_first(
