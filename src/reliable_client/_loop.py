@@ -15,7 +15,7 @@ import anyio
 import httpx
 
 from . import _testing_state
-from ._core import THROTTLE_KEY, Call, Discard, Read, RetryCore, Step
+from ._core import _POP, THROTTLE_KEY, Call, Discard, Read, RetryCore, Step
 from ._deadline import DeadlineStream
 from ._outcome import RECORD_KEY, request_label
 from ._policy import RetryPolicy
@@ -157,10 +157,14 @@ async def aretry(
     return result
 
 
-def tell_first(core: RetryCore, request: httpx.Request, status: int) -> None:
+def tell_first(
+    core: RetryCore, request: httpx.Request, status: int, admitted: Any = _POP
+) -> None:
     """Tell the throttle how a call's first attempt was answered (``status``,
-    its body read unless streamed)."""
-    admitted = request.extensions.pop(THROTTLE_KEY, None)
+    its body read unless streamed).  ``admitted``: what the throttle
+    answered, if the caller took it off the request already."""
+    if admitted is _POP:
+        admitted = request.extensions.pop(THROTTLE_KEY, None)
     if admitted.__class__ is not _Host:  # a probe, or not asked
         core.record_first(request, status not in OVERLOAD_STATUSES, admitted)
     elif status not in OVERLOAD_STATUSES:
@@ -194,7 +198,11 @@ def send_call(
         if final and read:
             read_body(response, request, deadline, core.clock)
         if throttle is not None:
-            tell_first(core, request, status)
+            admitted = request.extensions.pop(THROTTLE_KEY, None)
+            if admitted.__class__ is _Host and status not in OVERLOAD_STATUSES:
+                admitted.answered.append(True)  # the common case: no call
+            else:
+                tell_first(core, request, status, admitted)
         if final:
             response.extensions[RECORD_KEY] = core.first_try
             return response
@@ -251,7 +259,11 @@ async def asend_call(
         if final and read:
             await aread_body(response, request, deadline, core.clock)
         if throttle is not None:
-            tell_first(core, request, status)
+            admitted = request.extensions.pop(THROTTLE_KEY, None)
+            if admitted.__class__ is _Host and status not in OVERLOAD_STATUSES:
+                admitted.answered.append(True)  # the common case: no call
+            else:
+                tell_first(core, request, status, admitted)
         if final:
             response.extensions[RECORD_KEY] = core.first_try
             return response
