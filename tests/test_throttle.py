@@ -746,3 +746,36 @@ async def test_a_cancelled_attempt_is_not_an_accept(where: str) -> None:
     assert shed.admit(key) == ADMIT  # nothing in the window yet
     draws.append(0.0)
     assert shed.admit(key) == REFUSE  # one out, none accepted: p = 1/2
+
+
+def test_testing_mode_leaves_no_history_behind() -> None:
+    clock = Clock()
+    shed = throttle(clock, random=always_refuse, min_per_second=0.0)
+    with testing.testing_mode(throttle=False):
+        assert fail(shed) == ADMIT
+        assert fail(shed) == ADMIT
+    assert shed.stats == {}
+    assert shed.admit("api.test") == ADMIT
+
+
+def test_a_low_probe_rate_still_probes() -> None:
+    # min_per_second below 1/4: the allowance is one probe, not a fraction.
+    clock = Clock()
+    shed = throttle(clock, window=20.0, random=always_refuse, min_per_second=0.1)
+    fail(shed)
+    assert shed.admit("api.test") == PROBE
+    assert shed.admit("api.test") == REFUSE
+    clock.now += 10.0  # one more token
+    assert ok(shed) == PROBE
+
+
+def test_let_through_in_a_near_outage_is_a_probe() -> None:
+    # p >= 1/2: whatever the draw lets through counts as a probe, and its
+    # accept ends the throttling.
+    clock = Clock()
+    shed = throttle(clock, random=never_refuse, min_per_second=0.0)
+    for _ in range(5):
+        fail(shed)
+    assert shed.probability("api.test") >= 0.5
+    assert ok(shed) == PROBE
+    assert shed.probability("api.test") == 0.0

@@ -190,3 +190,35 @@ def test_a_failure_that_outlives_its_history_still_counts() -> None:
         received = len(server.requests("/hang"))
     assert later == ["throttled"] * 5, later
     assert received == 8
+
+
+def test_hedged_calls_to_a_healthy_server_are_not_refused() -> None:
+    # Three copies of each call, the first answer kept and the other two
+    # cancelled: the losers were not accepted, but the server answers, so
+    # their cancellation is the caller's choice, not an overload signal.
+    import asyncio
+
+    shed = rc.AdaptiveThrottle(window=2.0)
+    endings: list[str] = []
+
+    async def hedged(url: str) -> None:
+        async with rc.AsyncClient(base_url=url, throttle=shed) as client:
+            for _ in range(30):
+                copies = [asyncio.create_task(client.get("/slow")) for _ in range(3)]
+                done, losers = await asyncio.wait(
+                    copies, return_when=asyncio.FIRST_COMPLETED
+                )
+                for loser in losers:
+                    loser.cancel()
+                await asyncio.gather(*losers, return_exceptions=True)
+                for copy in done:
+                    error = copy.exception()
+                    endings.append("ok" if error is None else type(error).__name__)
+
+    async def slowish(scope: object, receive: Callable[[], object], send: Any) -> None:
+        await asyncio.sleep(0.005 + 0.01 * (time.monotonic_ns() % 3))
+        await fine(scope, receive, send)
+
+    with ChaosServer(app=slowish, lifetime=60) as server:
+        asyncio.run(hedged(server.url))
+    assert shed.refused == 0 and set(endings) == {"ok"}, (endings, shed.stats)

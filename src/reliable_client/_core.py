@@ -323,7 +323,7 @@ class RetryCore:
         raise error
 
     def record_first(
-        self, request: httpx.Request, accepted: bool, admitted: Any = _POP
+        self, request: httpx.Request, accepted: bool | None, admitted: Any = _POP
     ) -> None:
         """Tell the throttle what the server did with a call's first attempt
         (if it asked it: an enclosing @retry with a throttle decides
@@ -338,7 +338,7 @@ class RetryCore:
             if accepted:
                 throttle_accepted(admitted)
             else:
-                self.throttle.failed(admitted)
+                self.throttle.failed(admitted, gave_up=accepted is None)
             return
         self.throttle.record(admitted[0], accepted, admitted[1])
 
@@ -437,7 +437,7 @@ class Call:
         try:
             return (yield from self._steps(result, error, read_body))
         except GeneratorExit:
-            self._record(False)  # once: nothing if the attempt was told
+            self._record(None)  # the caller gave up; once: nothing if told
             raise
 
     def _steps(
@@ -605,7 +605,7 @@ class Call:
         self.probe = verdict == PROBE
         return True
 
-    def _record(self, accepted: bool) -> None:
+    def _record(self, accepted: bool | None) -> None:
         """Tell the throttle what became of a retry this call sent (once;
         the first attempt's is its caller's to tell)."""
         if not self.unrecorded:

@@ -168,7 +168,7 @@ def _decorate(
                 except Exception as exc:
                     first_outcome(probe, exc)
                     first_error = exc
-                except BaseException as exc:  # cancelled: as a timeout
+                except BaseException as exc:  # cancelled: the caller gave up
                     first_outcome(probe, exc)
                     raise
                 else:
@@ -197,7 +197,7 @@ def _decorate(
             except Exception as exc:
                 first_outcome(probe, exc)
                 first_error = exc
-            except BaseException as exc:  # interrupted: as a timeout
+            except BaseException as exc:  # interrupted: the caller gave up
                 first_outcome(probe, exc)
                 raise
             else:

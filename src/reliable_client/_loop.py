@@ -214,10 +214,10 @@ def send_call(
             raise
         response, error = None, exc
     except BaseException:
-        # Cancelled (the caller's own timeout, say), or interrupted: as a
-        # timeout, not an accept.
+        # Cancelled (the caller's own timeout, say), or interrupted: not an
+        # accept, and no answer either.
         if throttle is not None:
-            core.record_first(request, False)
+            core.record_first(request, None)
         raise
     return retry(
         core,
@@ -275,10 +275,10 @@ async def asend_call(
             raise
         response, error = None, exc
     except BaseException:
-        # Cancelled (the caller's own timeout, say), or interrupted: as a
-        # timeout, not an accept.
+        # Cancelled (the caller's own timeout, say), or interrupted: not an
+        # accept, and no answer either.
         if throttle is not None:
-            core.record_first(request, False)
+            core.record_first(request, None)
         raise
     return await aretry(
         core,

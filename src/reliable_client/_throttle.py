@@ -101,12 +101,13 @@ def accepted_status(status: int) -> bool:
     return status not in OVERLOAD_STATUSES
 
 
-def accepted_error(exc: BaseException) -> bool:
+def accepted_error(exc: BaseException) -> bool | None:
     """Whether an attempt that raised ``exc`` counts as accepted: not for a
-    timeout or a connection error (the server may be overloaded), nor for a
-    cancellation (often the caller's own timeout) or an interruption."""
+    timeout or a connection error (the server may be overloaded); ``None``
+    for a cancellation or an interruption (the caller gave up: see
+    :meth:`AdaptiveThrottle.record`)."""
     if not isinstance(exc, Exception):
-        return False
+        return None
     if isinstance(exc, httpx.HTTPStatusError):
         return accepted_status(exc.response.status_code)
     return not isinstance(exc, _OVERLOAD_ERRORS)
@@ -261,7 +262,7 @@ class AdaptiveThrottle:
         window: seconds of history (default 10.0), ``> 0``.
         min_per_second: probes a second let through to each host however
             high the refusal probability (default 1.0), ``>= 0``; up to four
-            seconds' worth go at once, so that a rare call and its retries
+            seconds' worth (at least one) go at once, so that a rare call and its retries
             get through.  An accepted probe ends the throttling at once.
         per_host: keep one history per host (default True); with False, one
             history for everything.
@@ -304,7 +305,8 @@ class AdaptiveThrottle:
         self._clock = clock or time.monotonic
         self._random = random
         self._per_slice = SLOTS / self.window
-        self._burst = 4.0 * self.min_per_second  # probes that may go at once
+        # Probes that may go at once: four seconds' worth, at least one.
+        self._burst = max(1.0, 4.0 * self.min_per_second) if min_per_second else 0.0
         self._lock = threading.Lock()
         self._hosts: OrderedDict[str, _Host] = OrderedDict()
         self.refused = 0
@@ -427,7 +429,9 @@ class AdaptiveThrottle:
         if probability == 0.0:
             return ADMIT, None
         if self._random() >= probability:
-            return ADMIT, None
+            # Let through while the server accepts at most about 1 / 2k of
+            # what is asked: as good as a probe.
+            return (PROBE if probability >= 0.5 else ADMIT), None
         tokens = min(
             self._burst, host.tokens + (now - host.probed) * self.min_per_second
         )
@@ -448,13 +452,16 @@ class AdaptiveThrottle:
         host.open_from = math.inf  # the lock decides until it stops
         return REFUSE, "started"
 
-    def record(self, key: str, accepted: bool, probe: bool = False) -> None:
+    def record(self, key: str, accepted: bool | None, probe: bool = False) -> None:
         """Report what the server did with a request :meth:`admit` let
-        through (``probe``: it went as a probe).  A failure closes the gate
-        for a window (the request counts as not accepted already); an accept
-        is logged at once, without the lock."""
+        through (``probe``: it went as a probe).  An accept is logged at
+        once, without the lock.  A failure closes the gate for a window (the
+        request counts as not accepted already).  ``None``: no answer, the
+        caller gave up (a cancellation, its own timeout): not an accept, and
+        an overload signal only if the host has accepted nothing lately (a
+        hedged request's loser, cancelled once another answered, is not)."""
         if not accepted:
-            self._failed(key, None)
+            self._failed(key, None, gave_up=accepted is None)
             return
         host = self._hosts.get(key)
         if host is None:
@@ -471,20 +478,30 @@ class AdaptiveThrottle:
                 # before is history.
                 host.forget_refusals()
 
-    def failed(self, history: _Host) -> None:
+    def failed(self, history: _Host, gave_up: bool = False) -> None:
         """The server answered a request that :meth:`enter` let go plainly
-        (``history``, what it answered) with an overload signal."""
-        self._failed(history.key, history)
+        (``history``, what it answered) with an overload signal (or, with
+        ``gave_up``, the caller stopped waiting: see :meth:`record`)."""
+        self._failed(history.key, history, gave_up=gave_up)
 
-    def _failed(self, key: str, counted_in: _Host | None) -> None:
+    def _failed(
+        self, key: str, counted_in: _Host | None, *, gave_up: bool = False
+    ) -> None:
         """An overload answer from the history ``key``: for a window from now
         the counts decide whether requests go.  ``counted_in``: the history
         the request was counted in, if known."""
+        mode = _testing_state._current
+        if mode is not None and mode.throttle is not None:
+            return  # testing mode decides, and counts nothing
         now = self._clock()
         stopped: list[str] = []
         with self._lock:  # rare, and ordered with the throttling's start
             known = self._hosts.get(key)
             host = self._host(key, int(now * self._per_slice), now, stopped)
+            if gave_up and known is host:
+                host.count_answers()
+                if host.now_accepts + host.last_accepts:
+                    return  # the server answers: the caller's own choice
             if host is not (counted_in or known):
                 # Forgotten while this request was out (it took longer than a
                 # window): the history starts again, with this request in it.

@@ -134,7 +134,7 @@ class RetryTransport(_RetryTransportBase, httpx.BaseTransport):
                 if not first_error(core, request, policy, exc):
                     raise
                 error = exc
-            except BaseException as exc:  # cancelled: as a timeout
+            except BaseException as exc:  # cancelled: the caller gave up
                 first_error(core, request, policy, exc)
                 raise
             else:
@@ -271,7 +271,7 @@ class AsyncRetryTransport(_RetryTransportBase, httpx.AsyncBaseTransport):
                 if not first_error(core, request, policy, exc):
                     raise
                 error = exc
-            except BaseException as exc:  # cancelled: as a timeout
+            except BaseException as exc:  # cancelled: the caller gave up
                 first_error(core, request, policy, exc)
                 raise
             else:
