@@ -30,15 +30,13 @@ traffic to a server that is down.  The short horizon sees the outage within
 a second or two, as the probes see the recovery.
 
 Two additions make the recovery quick.  At least ``min_per_second`` requests
-a host go through whatever the probability; those, and any request let
-through while the probability is at least one half (the server accepted at
-most about ``1 / 2k`` of the latest requests), are probes; and a probe that
-the server accepts ends the throttling at once (the window forgets the
+a host go through whatever the probability: those are probes, and a probe
+that the server accepts ends the throttling at once (the window forgets the
 failures before it), so a recovered server gets its traffic back within about
 ``1 / min_per_second`` seconds instead of a whole window.  A false dawn costs
 little: failures push the probability back up within a fraction of a second.
-In a partial overload (the probability below one half) accepts do not reset
-anything, and the throttle sheds load as the SRE formula says.
+A request the draw lets through is not a probe: its accept resets nothing,
+and a server in a partial overload gets the SRE formula's share.
 
 Time is cut into ``SLOTS`` slices of ``window / SLOTS`` seconds, as in the
 retry budget; each host costs a few hundred bytes and is forgotten once all
@@ -262,8 +260,8 @@ class AdaptiveThrottle:
         window: seconds of history (default 10.0), ``> 0``.
         min_per_second: probes a second let through to each host however
             high the refusal probability (default 1.0), ``>= 0``; up to four
-            seconds' worth (at least one) go at once, so that a rare call and its retries
-            get through.  An accepted probe ends the throttling at once.
+            seconds' worth (at least one) go at once, so that a rare call and
+            its retries get through.  An accepted probe ends the throttling at once.
         per_host: keep one history per host (default True); with False, one
             history for everything.
         clock: monotonic seconds (default ``time.monotonic``).
@@ -429,9 +427,10 @@ class AdaptiveThrottle:
         if probability == 0.0:
             return ADMIT, None
         if self._random() >= probability:
-            # Let through while the server accepts at most about 1 / 2k of
-            # what is asked: as good as a probe.
-            return (PROBE if probability >= 0.5 else ADMIT), None
+            # Let through by the draw: not a probe, so that a server in a
+            # partial overload keeps the formula's share (about k times what
+            # it accepts), not its whole traffic at each lucky answer.
+            return ADMIT, None
         tokens = min(
             self._burst, host.tokens + (now - host.probed) * self.min_per_second
         )
