@@ -38,7 +38,7 @@ import reliable_client
 from reliable_client.outbox import Outbox
 from reliable_client.outbox._request import prepare
 from reliable_client.outbox._schema import POSTGRES_SCHEMA, SQLITE_SCHEMA, TABLE
-from reliable_client.outbox._store import pairs_to_json
+from reliable_client.outbox._store import entry_values
 
 from .outbox_support import Postgres, RelayProcess, SlowServer
 from .report import Report, Table, command_line, machine, verdict, verdict_at_least
@@ -107,18 +107,7 @@ def _row(outbox: Outbox) -> tuple[Any, ...]:
         idempotency=outbox.idempotency,
         max_body=outbox.max_body,
     )
-    return (
-        entry.id,
-        entry.idempotency_key,
-        entry.resource_id,
-        entry.method,
-        entry.url,
-        entry.endpoint,
-        pairs_to_json(entry.headers),
-        entry.body,
-        entry.fingerprint,
-        entry.group,
-    )
+    return entry_values(entry)
 
 
 def _interleaved_ops(

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -38,11 +39,9 @@ class DeliveryBook:
     _lock: threading.Lock
     _counts: Counter[str]
 
-    def let_go(self, claimed: Claimed) -> None:  # pragma: no cover - RelayCore's
-        raise NotImplementedError
-
-    def claimed_at(self, claimed: Claimed) -> float | None:  # pragma: no cover
-        raise NotImplementedError
+    # RelayCore's (the slots' half): a claim given back, and when it was made.
+    let_go: Callable[[Claimed], None]
+    claimed_at: Callable[[Claimed], float | None]
 
     def store_now(self, claimed: Claimed) -> float:
         """The store's clock now, from the claim's reading."""

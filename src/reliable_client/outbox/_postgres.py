@@ -35,8 +35,8 @@ from ._postgres_sql import (
 from ._schema import META, POSTGRES_SCHEMA, SCHEMA_VERSION, TABLE, judge_schema
 from ._store import (
     OutboxStore,
+    entry_values,
     fresh_entry,
-    pairs_to_json,
     redact,
     row_to_claimed,
     row_to_entry,
@@ -194,18 +194,7 @@ class PostgresStore(OutboxStore):
     def _add(
         self, conn: psycopg.Connection[Any], entry: NewEntry
     ) -> tuple[OutboxEntry, str]:
-        values = (
-            entry.id,
-            entry.idempotency_key,
-            entry.resource_id,
-            entry.method,
-            entry.url,
-            entry.endpoint,
-            pairs_to_json(entry.headers),
-            entry.body,
-            entry.fingerprint,
-            entry.group,
-        )
+        values = entry_values(entry)
         if entry.group is None:
             row = conn.execute(INSERT, values).fetchone()
         else:

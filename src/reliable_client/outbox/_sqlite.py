@@ -25,6 +25,7 @@ from ._store import (
     CLAIM_COLUMNS,
     ENTRY_COLUMNS,
     OutboxStore,
+    entry_values,
     fresh_entry,
     pairs_to_json,
     row_to_claimed,
@@ -98,21 +99,7 @@ class SQLiteStore(OutboxStore):
         self, entry: NewEntry, *, connection: Any = None
     ) -> tuple[OutboxEntry, str]:
         now = time.time()
-        params = (
-            entry.id,
-            entry.idempotency_key,
-            entry.resource_id,
-            entry.method,
-            entry.url,
-            entry.endpoint,
-            pairs_to_json(entry.headers),
-            entry.body,
-            entry.fingerprint,
-            entry.group,
-            now,
-            now,
-            now,
-        )
+        params = (*entry_values(entry), now, now, now)
         if connection is not None:
             self._file.check_connection(connection)
             inserted = connection.execute(_INSERT, params).rowcount == 1

@@ -32,6 +32,7 @@ from ._model import Claimed, NewEntry, OutboxEntry, Result, State
 
 __all__ = [
     "OutboxStore",
+    "entry_values",
     "open_store",
     "pairs_from_json",
     "pairs_to_json",
@@ -191,6 +192,24 @@ def redact(target: str) -> str:
 
 def pairs_to_json(pairs: Sequence[tuple[str, str]]) -> str:
     return json.dumps([list(pair) for pair in pairs], ensure_ascii=False)
+
+
+def entry_values(entry: NewEntry) -> tuple[Any, ...]:
+    """A new entry's columns as both stores insert them: id,
+    idempotency_key, resource_id, method, url, endpoint, headers (JSON),
+    body, fingerprint, group."""
+    return (
+        entry.id,
+        entry.idempotency_key,
+        entry.resource_id,
+        entry.method,
+        entry.url,
+        entry.endpoint,
+        pairs_to_json(entry.headers),
+        entry.body,
+        entry.fingerprint,
+        entry.group,
+    )
 
 
 def pairs_from_json(text: str | None) -> tuple[tuple[str, str], ...]:
