@@ -497,18 +497,18 @@ class AdaptiveThrottle:
         with self._lock:  # rare, and ordered with the throttling's start
             known = self._hosts.get(key)
             host = self._host(key, int(now * self._per_slice), now, stopped)
-            if gave_up and known is host:
-                host.count_answers()
-                if host.now_accepts + host.last_accepts:
-                    return  # the server answers: the caller's own choice
             if host is not (counted_in or known):
                 # Forgotten while this request was out (it took longer than a
                 # window): the history starts again, with this request in it.
                 host.requests += 1
                 host.now_requests += 1
-            host.failed_until = now + self.window
-            if not host.throttling:
-                host.open_from = host.failed_until
+            host.count_answers()
+            # A caller that gave up while the server answers others made its
+            # own choice (a hedged call's loser): no overload signal then.
+            if not (gave_up and host.now_accepts + host.last_accepts):
+                host.failed_until = now + self.window
+                if not host.throttling:
+                    host.open_from = host.failed_until
         for name in stopped:
             _log_stop(name)
 
