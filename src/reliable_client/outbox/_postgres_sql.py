@@ -8,7 +8,7 @@ from typing import Any
 
 from ._model import Claimed, Result
 from ._schema import TABLE
-from ._store import CLAIM_COLUMNS, ENTRY_COLUMNS, pairs_to_json
+from ._store import CLAIM_COLUMNS, ENTRY_COLUMNS, result_values
 
 __all__ = [
     "BY_KEY",
@@ -111,14 +111,7 @@ BY_KEY = f"SELECT {ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 
 def record_params(claimed: Claimed, result: Result) -> tuple[Any, ...]:
     return (
-        claimed.seq,
-        claimed.token,
-        result.state,
-        result.attempts,
-        result.reason,
-        result.status,
-        pairs_to_json(result.response_headers),
-        result.response_body,
+        *result_values(claimed, result),
         result.already_existed,
         result.delay or 0.0,
     )

@@ -27,7 +27,7 @@ from ._store import (
     OutboxStore,
     entry_values,
     fresh_entry,
-    pairs_to_json,
+    result_values,
     row_to_claimed,
     row_to_entry,
 )
@@ -282,14 +282,7 @@ class _Run:
 
 def _record_params(claimed: Claimed, result: Result, now: float) -> tuple[Any, ...]:
     return (
-        claimed.seq,
-        claimed.token,
-        result.state,
-        result.attempts,
-        result.reason,
-        result.status,
-        pairs_to_json(result.response_headers),
-        result.response_body,
+        *result_values(claimed, result),
         int(result.already_existed),
         now + (result.delay or 0.0),
         now if result.state == "delivered" else None,

@@ -37,6 +37,7 @@ __all__ = [
     "pairs_from_json",
     "pairs_to_json",
     "redact",
+    "result_values",
 ]
 
 
@@ -192,6 +193,22 @@ def redact(target: str) -> str:
 
 def pairs_to_json(pairs: Sequence[tuple[str, str]]) -> str:
     return json.dumps([list(pair) for pair in pairs], ensure_ascii=False)
+
+
+def result_values(claimed: Claimed, result: Result) -> tuple[Any, ...]:
+    """A recorded result's leading columns as both stores write them: seq,
+    token (the fence), state, attempts, reason, status, response headers
+    (JSON), response body."""
+    return (
+        claimed.seq,
+        claimed.token,
+        result.state,
+        result.attempts,
+        result.reason,
+        result.status,
+        pairs_to_json(result.response_headers),
+        result.response_body,
+    )
 
 
 def entry_values(entry: NewEntry) -> tuple[Any, ...]:
