@@ -6,6 +6,7 @@ at a time in enqueue order, and nothing is lost or handed out twice.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ import pytest
 
 from reliable_client.outbox import Outbox, OutboxError
 from reliable_client.outbox._model import Claimed, Result
+from reliable_client.outbox._sqlite import SQLiteStore
 from reliable_client.outbox._store import OutboxStore
 
 DELIVERED = Result("delivered", 1, status=201)
@@ -180,6 +182,26 @@ def test_relays_in_threads_never_hold_one_entry_together(
     assert outbox.stats()["delivered"] == 120
 
 
+def test_thousands_of_results_are_recorded_in_one_call(outbox_target: str) -> None:
+    # What a relay records at once after the store was away a while.  A
+    # statement with a row of placeholders a result stops at a limit:
+    # PostgreSQL's 65,535 parameters, SQLite's 32,766 (as SQLite builds it;
+    # Debian allows more, so the limit is set here).
+    outbox = Outbox(outbox_target, durable=False)
+    store = outbox._store
+    count = 7000
+    for _ in range(count):
+        outbox.enqueue("POST", "/things")
+    if isinstance(store, SQLiteStore):
+        with store._file.connection() as conn:  # back to the pool, used next
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 32766)
+    claimed = store.claim("relay-1", count, 60.0)
+    assert len(claimed) == count
+    written, _ = store.settle([(c, DELIVERED) for c in claimed], "relay-1", 0, 60.0)
+    assert written == [True] * count
+    assert outbox.stats()["delivered"] == count
+
+
 def test_retry_makes_dead_entries_pending_with_a_fresh_horizon(
     outbox: Outbox, store: OutboxStore
 ) -> None:
@@ -273,8 +295,6 @@ def _execute(target: str, sql: str) -> None:
         with psycopg.connect(target, autocommit=True) as conn:
             conn.execute(sql)
         return
-    import sqlite3
-
     conn = sqlite3.connect(target, isolation_level=None)
     try:
         conn.execute(sql)

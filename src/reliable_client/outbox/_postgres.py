@@ -273,13 +273,11 @@ class PostgresStore(OutboxStore):
     ) -> tuple[list[bool], list[Claimed]]:
         if not results and count <= 0:
             return [], []
-        params: list[Any] = [
-            p for claimed, result in results for p in record_params(claimed, result)
-        ]
+        params: list[Any] = record_params(results)
         if count > 0:
             params += [] if cutoff is None else [cutoff]
             params += [list(exclude), count, lease, holder]
-        sql = settle_sql(len(results), count > 0, cutoff is not None)
+        sql = settle_sql(count > 0, cutoff is not None)
         with self._connection() as conn:
             rows = conn.execute(sql, params).fetchall()
         kept = {int(seq) for seq in rows[0][0]} if rows else set()

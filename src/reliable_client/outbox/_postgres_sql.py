@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from ._model import Claimed, Result
@@ -53,11 +54,10 @@ INSERT_IN_GROUP = (
     f" {NOW}, {NOW}, {NOW} FROM locked"
     f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {epoch(NOW)}"
 )
-# Results of several deliveries in one statement.
-RECORD_ROW = (
-    "(%s::bigint, %s::bigint, %s::text, %s::int, %s::text, %s::int, %s::text,"
-    " %s::bytea, %s::bool, %s::float8)"
-)
+# Results of several deliveries in one statement, one array a column: one
+# statement text whatever their number, so that psycopg caches its parsing
+# and prepares it on the server (a text with a row of placeholders a result
+# is neither: over 50 parameters).
 RECORD = (
     f"UPDATE {TABLE} AS t SET state = v.state, attempts = t.attempts + v.attempts,"
     " last_error = v.reason, status = v.status, response_headers = v.headers,"
@@ -65,8 +65,10 @@ RECORD = (
     f" due_at = {NOW} + v.delay {SECONDS},"
     f" delivered_at = CASE WHEN v.state = 'delivered' THEN {NOW} END,"
     f" finished_at = CASE WHEN v.state <> 'pending' THEN {NOW} END,"
-    " lease_until = NULL, holder = NULL FROM (VALUES {rows}) AS v(seq, token,"
-    " state, attempts, reason, status, headers, body, existed, delay)"
+    " lease_until = NULL, holder = NULL FROM unnest(%b::bigint[], %b::bigint[],"
+    " %b::text[], %b::int[], %b::text[], %b::int[], %b::text[], %b::bytea[],"
+    " %b::bool[], %b::float8[]) AS v(seq, token, state, attempts, reason,"
+    " status, headers, body, existed, delay)"
     " WHERE t.seq = v.seq AND t.token = v.token AND t.state = 'pending'"
     " RETURNING t.seq"
 )
@@ -84,24 +86,20 @@ CLAIMING = (
 )
 
 
-@functools.lru_cache(maxsize=64)
-def settle_sql(results: int, claiming: bool, cutoff: bool) -> str:
-    """One statement that records ``results`` results (data-modifying CTE
-    ``rec``) and claims (``c``/``cl``): one round trip, one parse.  Its first
-    column is the array of recorded seqs, the others a claimed row (NULLs
-    when none was claimed)."""
-    ctes = []
-    if results:
-        rows = ", ".join([RECORD_ROW] * results)
-        ctes.append(f"rec AS ({RECORD.format(rows=rows)})")
+@functools.lru_cache(maxsize=4)
+def settle_sql(claiming: bool, cutoff: bool) -> str:
+    """One statement that records results (data-modifying CTE ``rec``, its
+    parameters from :func:`record_params`) and claims (``c``/``cl``): one
+    round trip.  Its first column is the array of recorded seqs, the others
+    a claimed row (NULLs when none was claimed)."""
+    ctes = [f"rec AS ({RECORD})"]
     if claiming:
         due = f"LEAST({NOW}, to_timestamp(%s))" if cutoff else NOW
         ctes.append(CLAIMING.format(due=due))
-    recorded = "ARRAY(SELECT seq FROM rec)" if results else "ARRAY[]::bigint[]"
     claimed = "cl.*" if claiming else "NULL"
     join = "LEFT JOIN cl ON true" if claiming else ""
     return (
-        f"WITH {', '.join(ctes)} SELECT {recorded}, {claimed}"
+        f"WITH {', '.join(ctes)} SELECT ARRAY(SELECT seq FROM rec), {claimed}"
         f" FROM (VALUES (1)) AS one {join}"
     )
 
@@ -109,9 +107,10 @@ def settle_sql(results: int, claiming: bool, cutoff: bool) -> str:
 BY_KEY = f"SELECT {ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 
 
-def record_params(claimed: Claimed, result: Result) -> tuple[Any, ...]:
-    return (
-        *result_values(claimed, result),
-        result.already_existed,
-        result.delay or 0.0,
-    )
+def record_params(results: Sequence[tuple[Claimed, Result]]) -> list[list[Any]]:
+    """The ``rec`` statement's parameters: one list a column."""
+    rows = [
+        (*result_values(claimed, result), result.already_existed, result.delay or 0.0)
+        for claimed, result in results
+    ]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 10

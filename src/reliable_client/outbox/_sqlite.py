@@ -57,6 +57,10 @@ _RECORD = (
     " WHERE t.seq = v.column1 AND t.token = v.column2 AND t.state = 'pending'"
     " RETURNING seq"
 )
+# Results a statement records at most (12 parameters each: SQLite builds
+# may allow as few as 32,766 parameters a statement); more take several
+# statements, in one transaction.
+_RECORD_ROWS = 500
 _BY_KEY = f"SELECT {_ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = ?"
 
 
@@ -167,7 +171,7 @@ class SQLiteStore(OutboxStore):
         # together are one transaction, so that a failure leaves neither.
         if not results and count <= 0:
             return [], []
-        if not results or count <= 0:
+        if not results or (count <= 0 and len(results) <= _RECORD_ROWS):
             with self._file.statements() as run:
                 return self._settle(run, results, holder, count, lease, cutoff, exclude)
         with self._file.write() as conn:
@@ -187,15 +191,17 @@ class SQLiteStore(OutboxStore):
     ) -> tuple[list[bool], list[Claimed]]:
         now = time.time()
         written: list[bool] = []
-        if results:
-            rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(results))
+        kept: set[int] = set()
+        for start in range(0, len(results), _RECORD_ROWS):
+            part = results[start : start + _RECORD_ROWS]
+            rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
             params = [
                 p
-                for claimed, result in results
+                for claimed, result in part
                 for p in _record_params(claimed, result, now)
             ]
-            kept = {int(row[0]) for row in run(_RECORD.format(rows=rows), params)}
-            written = [claimed.seq in kept for claimed, _ in results]
+            kept.update(int(row[0]) for row in run(_RECORD.format(rows=rows), params))
+        written = [claimed.seq in kept for claimed, _ in results]
         if count <= 0:
             return written, []
         skip = (
