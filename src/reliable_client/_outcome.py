@@ -16,6 +16,7 @@ __all__ = [
     "Counters",
     "Outcome",
     "RetryEvent",
+    "attempts_and_existed",
     "logger",
     "outcome",
     "safe_url",
@@ -172,6 +173,14 @@ def outcome(result: httpx.Response | BaseException) -> Outcome:
         and response.status_code == 409
         and key is not None,
     )
+
+
+def attempts_and_existed(response: httpx.Response) -> tuple[int, bool]:
+    """The attempts a call's response took, and whether it answered that the
+    resource existed already (303): the part of :func:`outcome` a relay
+    records, without reading headers."""
+    record: Record = response.extensions.get(RECORD_KEY) or _NO_RECORD
+    return record.attempts, _answered_see_other(response, record)
 
 
 def _answered_see_other(response: httpx.Response, record: Record) -> bool:

@@ -11,12 +11,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import httpx
 
-from .._outcome import outcome, safe_url
+from .._outcome import attempts_and_existed, outcome, safe_url
 from ._decision import Response, before_send, from_error, from_response, keep_headers
 from ._model import DEAD, DELIVERED, Claimed, DeliveryCounts, OutboxEntry, Result
 
@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from .._policy import RetryPolicy
     from ._outbox import Outbox
 
-__all__ = ["DeliveryBook", "Label", "label_of", "logger"]
+__all__ = ["DeliveryBook", "Ended", "Label", "label_of", "logger"]
+
+# A delivery's end: the claim, its result, whether the store recorded it,
+# and its label for the logs.
+Ended = tuple[Claimed, Result, bool, object]
 
 logger = logging.getLogger("reliable_client.outbox")
 logger.addHandler(logging.NullHandler())
@@ -39,15 +43,13 @@ class DeliveryBook:
     _lock: threading.Lock
     _counts: Counter[str]
 
-    # RelayCore's (the slots' half): a claim given back, and when it was made.
-    let_go: Callable[[Claimed], None]
-    claimed_at: Callable[[Claimed], float | None]
+    # RelayCore's (the slots' half): claims given back (the lock held).
+    forget: Callable[[Claimed], None]
 
-    def store_now(self, claimed: Claimed) -> float:
+    @staticmethod
+    def store_now(claimed: Claimed) -> float:
         """The store's clock now, from the claim's reading."""
-        start = self.claimed_at(claimed)
-        now = time.monotonic()
-        return claimed.claimed_at + (now - (start if start is not None else now))
+        return claimed.claimed_at + (time.monotonic() - claimed.read_at)
 
     def prepare(
         self, claimed: Claimed, client: httpx.Client | httpx.AsyncClient
@@ -66,7 +68,7 @@ class DeliveryBook:
     def answered(
         self, claimed: Claimed, response: httpx.Response, body: bytes
     ) -> Result:
-        result = outcome(response)
+        attempts, existed = attempts_and_existed(response)
         kept: Response = (
             response.status_code,
             keep_headers(response.headers.multi_items()),
@@ -75,10 +77,10 @@ class DeliveryBook:
         return from_response(
             claimed,
             kept,
-            result.attempts,
+            attempts,
             self.policy,
             self.store_now(claimed),
-            already_existed=result.already_existed,
+            already_existed=existed,
         )
 
     def failed(self, claimed: Claimed, error: BaseException) -> Result:
@@ -94,18 +96,23 @@ class DeliveryBook:
             claimed, error, attempts, self.policy, self.store_now(claimed)
         )
 
-    def done(
-        self, claimed: Claimed, result: Result, recorded: bool, label: object
-    ) -> None:
-        """Count, log and tell the application (callbacks, waiters)."""
-        self.let_go(claimed)
-        name = {"pending": "rescheduled"}.get(result.state, result.state)
-        if not recorded:
-            name = "lost"
+    def done(self, ended: Sequence[Ended]) -> None:
+        """Count, log and tell the application (callbacks, waiters): the
+        deliveries whose results were recorded, or not."""
+        names = []
         with self._lock:
-            self._counts[name] += 1
-        self.outbox._count(name, result.attempts)
-        if not recorded:
+            for claimed, result, recorded, _ in ended:
+                self.forget(claimed)
+                name = {"pending": "rescheduled"}.get(result.state, result.state)
+                name = name if recorded else "lost"
+                self._counts[name] += 1
+                names.append(name)
+        self.outbox._count(names, sum(e[1].attempts for e in ended))
+        for (claimed, result, _, label), name in zip(ended, names, strict=True):
+            self._tell(claimed, result, name, label)
+
+    def _tell(self, claimed: Claimed, result: Result, name: str, label: object) -> None:
+        if name == "lost":
             logger.warning(
                 "%s (entry %s): result not recorded, another relay holds it now",
                 label,
@@ -163,10 +170,10 @@ class DeliveryBook:
         )
 
     def released(self, claimed: Claimed) -> None:
-        self.let_go(claimed)
         with self._lock:
+            self.forget(claimed)
             self._counts["released"] += 1
-        self.outbox._count("released", 0)
+        self.outbox._count(["released"], 0)
 
     def counts(self) -> DeliveryCounts:
         with self._lock:

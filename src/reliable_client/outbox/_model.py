@@ -8,6 +8,7 @@ epoch (floats), read from the store's clock.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
@@ -130,6 +131,8 @@ class Claimed:
     a retry by hand."""
     claimed_at: float
     """The store's clock when it was claimed."""
+    read_at: float = field(default_factory=time.monotonic, compare=False)
+    """``time.monotonic()`` when the claim was read (this process's clock)."""
 
 
 @dataclass(frozen=True)

@@ -383,9 +383,10 @@ class Outbox:
         if limit is not None:
             check_int(_OWNER, "deliver(limit)", limit, minimum=1)
 
-    def _count(self, name: str, requests: int) -> None:
+    def _count(self, names: list[str], requests: int) -> None:
         with self._lock:
-            self._counters[name] += 1
+            for name in names:
+                self._counters[name] += 1
             self._counters["requests"] += requests
 
     def _told(self, entry_id: str) -> bool:

@@ -146,10 +146,6 @@ class RelayCore(DeliveryBook):
         with self._lock:
             self._reserved -= count
 
-    def put_ready(self, claimed: Claimed) -> None:
-        with self._lock:
-            self._ready.append(claimed)
-
     def take_ready(self, exclude: list[str] | None = None) -> Claimed | None:
         """An entry claimed ahead (for an extra worker: one whose endpoint
         has nothing being sent)."""
@@ -206,28 +202,15 @@ class RelayCore(DeliveryBook):
         self._next_purge = now + PURGE_EVERY
         return True
 
-    def hold(self, claimed: Claimed, now: float) -> None:
-        with self._lock:
-            self.held[claimed.seq] = _Held(claimed, now, now)
-
-    def sending(self, claimed: Claimed, now: float, *, extra: bool) -> None:
-        """A worker begins delivering ``claimed``."""
-        with self._lock:
-            held = self.held.get(claimed.seq)
-            if held is not None:
-                held.sending, held.extra = now, extra
-
     def let_go(self, claimed: Claimed) -> None:
         with self._lock:
-            self.held.pop(claimed.seq, None)
-            if self._extra_quiet_until != float("inf"):
-                self._extra_quiet_until = 0.0  # a slot is free: look again
+            self.forget(claimed)
 
-    def claimed_at(self, claimed: Claimed) -> float | None:
-        """When (``time.monotonic()``) this relay claimed the entry."""
-        with self._lock:
-            held = self.held.get(claimed.seq)
-        return None if held is None else held.started
+    def forget(self, claimed: Claimed) -> None:
+        """Hold ``claimed`` no more (the lock held)."""
+        self.held.pop(claimed.seq, None)
+        if self._extra_quiet_until != float("inf"):
+            self._extra_quiet_until = 0.0  # a slot is free: look again
 
     def busy(self) -> int:
         with self._lock:
@@ -287,19 +270,25 @@ class RelayCore(DeliveryBook):
             self.unreserve(plan.want - len(batch))
         if extra and (plan.want or plan.took is not None):
             self.extra_claimed(bool(batch) or plan.took is not None, now, poll)
-        for claimed in batch:
-            self.hold(claimed, now)
         entries = ([plan.took] if plan.took is not None else []) + batch
         if not entries:
             return None
-        for ahead in entries[1:]:
-            self.put_ready(ahead)
-        self.sending(entries[0], now, extra=extra)
+        with self._lock:
+            for claimed in batch:
+                self.held[claimed.seq] = _Held(claimed, now, now)
+            self._ready.extend(entries[1:])
+            held = self.held.get(entries[0].seq)
+            if held is not None:
+                held.sending, held.extra = now, extra
         return entries[0]
 
     def recorded(self, items: list[Finished], written: list[bool]) -> None:
-        for item, ok in zip(items, written, strict=True):
-            self.done(item.claimed, item.result, ok, item.label)
+        self.done(
+            [
+                (item.claimed, item.result, ok, item.label)
+                for item, ok in zip(items, written, strict=True)
+            ]
+        )
 
     def settle_failed(self, plan: Plan, *, extra: bool, poll: float) -> None:
         """The store failed a worker's call: its claim is undone, its results
@@ -326,7 +315,7 @@ class RelayCore(DeliveryBook):
                 "be delivered again, with the same key, after its lease",
                 item.claimed.id,
             )
-            self.done(item.claimed, item.result, False, item.label)
+            self.done([(item.claimed, item.result, False, item.label)])
         with self._lock:
             self._unrecorded[:0] = keep
 
