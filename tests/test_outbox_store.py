@@ -76,6 +76,45 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
     assert outbox.entries()[0].state == "delivered"
 
 
+def test_of_two_claims_of_one_entry_recorded_together_only_the_newer_is_written(
+    outbox: Outbox, store: OutboxStore
+) -> None:
+    # A relay that claimed an entry again after its own lease ran out (the
+    # store was away while it renewed) may record both deliveries at once.
+    outbox.enqueue("POST", "/a")
+    (old,) = store.claim("relay-1", 1, 0.2)
+    time.sleep(0.3)
+    (new,) = store.claim("relay-1", 1, 30.0)
+    assert new.seq == old.seq and new.token > old.token
+    written, _ = store.settle([(old, DEAD), (new, DELIVERED)], "relay-1", 0, 30.0)
+    assert written == [False, True]
+    assert outbox.entries()[0].state == "delivered"
+
+
+def test_a_result_of_any_text_is_recorded_and_read_back(
+    outbox: Outbox, store: OutboxStore
+) -> None:
+    # Header values a server sent in UTF-8, a NUL in an error's text (which
+    # PostgreSQL's text cannot hold: it is kept as U+FFFD), any body bytes.
+    entry = outbox.enqueue("POST", "/a")
+    (claimed,) = store.claim("relay-1", 1, 30.0)
+    result = Result(
+        "dead",
+        1,
+        reason="status 404: no\x00such thing",
+        status=404,
+        response_headers=(("x-name", "café ☕"), ("content-type", "text/plain")),
+        response_body=b"\x00\xff",
+    )
+    assert store.record(claimed, result)
+    got = outbox.get(entry.id)
+    assert got is not None
+    assert got.response_headers["x-name"] == "café ☕"
+    assert got.response_headers.multi_items()[1] == ("content-type", "text/plain")
+    assert got.last_error == "status 404: no\ufffdsuch thing"
+    assert got.response_body == b"\x00\xff"
+
+
 def test_a_renewed_lease_is_not_taken_over(outbox: Outbox, store: OutboxStore) -> None:
     outbox.enqueue("POST", "/a")
     (held,) = store.claim("relay-1", 1, 0.3)

@@ -19,6 +19,7 @@ import httpx
 from .._outcome import attempts_and_existed, outcome, safe_url
 from ._decision import Response, before_send, from_error, from_response, keep_headers
 from ._model import DEAD, DELIVERED, Claimed, DeliveryCounts, OutboxEntry, Result
+from ._store import headers_of
 
 if TYPE_CHECKING:
     from .._policy import RetryPolicy
@@ -162,7 +163,7 @@ class DeliveryBook:
             deliveries=claimed.deliveries,
             last_error=result.reason,
             status=result.status,
-            response_headers=httpx.Headers(list(result.response_headers)),
+            response_headers=headers_of(result.response_headers),
             response_body=result.response_body,
             already_existed=result.already_existed,
             created_at=claimed.created_at,

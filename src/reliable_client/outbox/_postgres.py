@@ -288,8 +288,8 @@ class PostgresStore(OutboxStore):
         sql = settle_sql(count > 0, cutoff is not None)
         with self._connection() as conn:
             rows = conn.execute(sql, params).fetchall()
-        kept = {int(seq) for seq in rows[0][0]} if rows else set()
-        written = [claimed.seq in kept for claimed, _ in results]
+        kept = {(int(seq), int(token)) for seq, token in rows[0][0]} if rows else set()
+        written = [(c.seq, c.token) in kept for c, _ in results]
         claimed_rows = sorted(
             (row[1:] for row in rows if count > 0 and row[1] is not None),
             key=lambda row: int(row[0]),

@@ -55,9 +55,9 @@ INSERT_IN_GROUP = (
     f" ON CONFLICT (idempotency_key) DO NOTHING RETURNING {epoch(NOW)}"
 )
 # Results of several deliveries in one statement, one array a column: one
-# statement text whatever their number, so that psycopg caches its parsing
-# and prepares it on the server (a text with a row of placeholders a result
-# is neither: over 50 parameters).
+# statement text whatever their number (psycopg caches its parsing, which it
+# does not for a text with over 50 placeholders), and no limit on how many
+# (PostgreSQL takes at most 65,535 parameters a statement).
 RECORD = (
     f"UPDATE {TABLE} AS t SET state = v.state, attempts = t.attempts + v.attempts,"
     " last_error = v.reason, status = v.status, response_headers = v.headers,"
@@ -70,7 +70,7 @@ RECORD = (
     " %b::bool[], %b::float8[]) AS v(seq, token, state, attempts, reason,"
     " status, headers, body, existed, delay)"
     " WHERE t.seq = v.seq AND t.token = v.token AND t.state = 'pending'"
-    " RETURNING t.seq"
+    " RETURNING t.seq, t.token"
 )
 CLAIMING = (
     f"c AS (SELECT seq FROM {TABLE} AS o WHERE state = 'pending'"
@@ -90,8 +90,8 @@ CLAIMING = (
 def settle_sql(claiming: bool, cutoff: bool) -> str:
     """One statement that records results (data-modifying CTE ``rec``, its
     parameters from :func:`record_params`) and claims (``c``/``cl``): one
-    round trip.  Its first column is the array of recorded seqs, the others
-    a claimed row (NULLs when none was claimed)."""
+    round trip.  Its first column is the array of the recorded (seq, token)
+    pairs, the others a claimed row (NULLs when none was claimed)."""
     ctes = [f"rec AS ({RECORD})"]
     if claiming:
         due = f"LEAST({NOW}, to_timestamp(%s))" if cutoff else NOW
@@ -99,7 +99,8 @@ def settle_sql(claiming: bool, cutoff: bool) -> str:
     claimed = "cl.*" if claiming else "NULL"
     join = "LEFT JOIN cl ON true" if claiming else ""
     return (
-        f"WITH {', '.join(ctes)} SELECT ARRAY(SELECT seq FROM rec), {claimed}"
+        f"WITH {', '.join(ctes)} SELECT ARRAY(SELECT ARRAY[seq, token] FROM rec),"
+        f" {claimed}"
         f" FROM (VALUES (1)) AS one {join}"
     )
 
@@ -110,7 +111,11 @@ BY_KEY = f"SELECT {ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 def record_params(results: Sequence[tuple[Claimed, Result]]) -> list[list[Any]]:
     """The ``rec`` statement's parameters: one list a column."""
     rows = [
-        (*result_values(claimed, result), result.already_existed, result.delay or 0.0)
+        (
+            *result_values(claimed, result),
+            result.already_existed,
+            float(result.delay or 0),
+        )
         for claimed, result in results
     ]
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 10

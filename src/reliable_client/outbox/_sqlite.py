@@ -55,7 +55,7 @@ _RECORD = (
     " delivered_at = v.column11, finished_at = v.column12, lease_until = NULL,"
     " holder = NULL FROM (VALUES {rows}) AS v"
     " WHERE t.seq = v.column1 AND t.token = v.column2 AND t.state = 'pending'"
-    " RETURNING seq"
+    " RETURNING seq, token"
 )
 # Results a statement records at most (12 parameters each: SQLite builds
 # may allow as few as 32,766 parameters a statement); more take several
@@ -191,7 +191,7 @@ class SQLiteStore(OutboxStore):
     ) -> tuple[list[bool], list[Claimed]]:
         now = time.time()
         written: list[bool] = []
-        kept: set[int] = set()
+        kept: set[tuple[int, int]] = set()
         for start in range(0, len(results), _RECORD_ROWS):
             part = results[start : start + _RECORD_ROWS]
             rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
@@ -200,8 +200,11 @@ class SQLiteStore(OutboxStore):
                 for claimed, result in part
                 for p in _record_params(claimed, result, now)
             ]
-            kept.update(int(row[0]) for row in run(_RECORD.format(rows=rows), params))
-        written = [claimed.seq in kept for claimed, _ in results]
+            kept.update(
+                (int(row[0]), int(row[1]))
+                for row in run(_RECORD.format(rows=rows), params)
+            )
+        written = [(c.seq, c.token) in kept for c, _ in results]
         if count <= 0:
             return written, []
         skip = (

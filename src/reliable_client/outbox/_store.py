@@ -33,6 +33,7 @@ from ._model import Claimed, NewEntry, OutboxEntry, Result, State
 __all__ = [
     "OutboxStore",
     "entry_values",
+    "headers_of",
     "open_store",
     "pairs_from_json",
     "pairs_to_json",
@@ -204,7 +205,8 @@ def result_values(claimed: Claimed, result: Result) -> tuple[Any, ...]:
         claimed.token,
         result.state,
         result.attempts,
-        result.reason,
+        # PostgreSQL's text cannot hold NUL (an exception's message may).
+        None if result.reason is None else result.reason.replace("\x00", "\ufffd"),
         result.status,
         pairs_to_json(result.response_headers),
         result.response_body,
@@ -229,6 +231,12 @@ def entry_values(entry: NewEntry) -> tuple[Any, ...]:
     )
 
 
+def headers_of(pairs: Sequence[tuple[str, str]]) -> httpx.Headers:
+    """Headers as a server's response had them: values it sent in UTF-8
+    (httpx read them so) are not refused as non-ASCII."""
+    return httpx.Headers(list(pairs), encoding="utf-8")
+
+
 def pairs_from_json(text: str | None) -> tuple[tuple[str, str], ...]:
     if not text:
         return ()
@@ -250,7 +258,7 @@ def row_to_entry(row: Sequence[Any]) -> OutboxEntry:
         deliveries=int(row[8]),
         last_error=row[9],
         status=None if row[10] is None else int(row[10]),
-        response_headers=httpx.Headers(list(pairs_from_json(row[11]))),
+        response_headers=headers_of(pairs_from_json(row[11])),
         response_body=None if body is None else bytes(body),
         already_existed=bool(row[13]),
         created_at=float(row[14]),
