@@ -1,5 +1,6 @@
 """What only the PostgreSQL store must get right: claims that read a few rows
-of a large backlog whatever the table's statistics say."""
+of a large backlog whatever the table's statistics say, and listings that
+read a few rows of a large table."""
 
 from __future__ import annotations
 
@@ -9,20 +10,32 @@ from typing import Any
 from reliable_client.outbox import Outbox
 from reliable_client.outbox._model import Result
 from reliable_client.outbox._postgres import PostgresStore
-from reliable_client.outbox._postgres_sql import settle_sql
+from reliable_client.outbox._postgres_sql import entries_sql, settle_sql
 from reliable_client.outbox._schema import TABLE
 
 BACKLOG = 1000
 
 
-def _plan_rows(plan: dict[str, Any], table: str) -> list[int]:
-    """Rows each scan of ``table`` returned, anywhere in the plan."""
+def _plan_rows(plan: dict[str, Any], alias: str) -> list[int]:
+    """Rows each scan of the outbox table (as ``alias``) read, anywhere in
+    the plan: those it returned and those its filter removed."""
     found = []
-    if plan.get("Relation Name") == table and plan.get("Alias") == "o":
-        found.append(int(plan["Actual Rows"]))
+    if plan.get("Relation Name") == TABLE and plan.get("Alias") == alias:
+        found.append(
+            int(plan["Actual Rows"]) + int(plan.get("Rows Removed by Filter", 0))
+        )
     for child in plan.get("Plans", []):
-        found += _plan_rows(child, table)
+        found += _plan_rows(child, alias)
     return found
+
+
+def _explain(conn: Any, sql: str, params: Any) -> list[int]:
+    with conn.transaction(force_rollback=True):
+        (row,) = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params
+        ).fetchall()
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return plan[0]["Plan"]
 
 
 def _churn(outbox: Outbox, rounds: int, entries: int) -> None:
@@ -53,13 +66,36 @@ def test_a_claim_reads_a_few_rows_of_a_backlog_whatever_the_statistics(
     _churn(outbox, 3, 300)
     for _ in range(BACKLOG):
         outbox.enqueue("POST", "/things", json={"n": 1})
-    with store._connection() as conn, conn.transaction(force_rollback=True):
-        (row,) = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + settle_sql(True, False),
-            [*[[]] * 10, [], 8, 30.0, "relay-1"],
-        ).fetchall()
-    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
-    scanned = _plan_rows(plan[0]["Plan"], TABLE)
+    with store._connection("claim") as conn:
+        plan = _explain(
+            conn, settle_sql(True, False), [*[[]] * 10, [], 8, 30.0, "relay-1"]
+        )
+    scanned = _plan_rows(plan, "o")
     # The due index read in order, stopping at the eighth entry.
     assert scanned and max(scanned) <= 16, scanned
     assert len(store.claim("relay-1", 8, 30.0)) == 8
+
+
+def test_listing_the_dead_entries_of_a_large_table_reads_a_few_rows(
+    postgres_url: str,
+) -> None:
+    outbox = Outbox(postgres_url, durable=False)
+    store = outbox._store
+    assert isinstance(store, PostgresStore)
+    with store._connection() as conn:
+        conn.execute(
+            f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+            " endpoint, headers, fingerprint, state, due_at, created_at,"
+            " horizon_from, finished_at) SELECT gen_random_uuid()::text,"
+            " gen_random_uuid()::text, gen_random_uuid()::text, 'POST', '/things',"
+            " 'POST /things', '[]', 'f', CASE WHEN n % 20000 = 0 THEN 'dead'"
+            " ELSE 'delivered' END, now(), now(), now(), now()"
+            " FROM generate_series(1, 100000) AS n"
+        )
+        conn.execute(f"ANALYZE {TABLE}")
+    dead = outbox.entries("dead", limit=50)
+    assert [e.state for e in dead] == ["dead"] * 5
+    with store._connection() as conn:  # the connections entries() uses
+        plan = _explain(conn, entries_sql(True), ("dead", 50, 0))
+    scanned = _plan_rows(plan, "o")
+    assert scanned and sum(scanned) <= 100, scanned

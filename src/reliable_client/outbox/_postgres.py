@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._model import Claimed, NewEntry, OutboxEntry, OutboxError, Result, State
 from ._postgres_sql import (
@@ -28,6 +28,7 @@ from ._postgres_sql import (
     INSERT_IN_GROUP,
     NOW,
     SECONDS,
+    entries_sql,
     epoch,
     record_params,
     settle_sql,
@@ -48,6 +49,23 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStore"]
 
 _LOCK_CLASS = 0x52434F42  # "RCOB": advisory locks of this module
+
+# The store's connections, a pool of each kind: enqueues (committed with
+# synchronous_commit on, unless durable=False: then on relay connections),
+# the relays' and readers' writes and reads (a write lost to a crash of the
+# database server only means one more delivery with the same key), and
+# claims.  A claim must read the due index in order and stop at its LIMIT;
+# on a table that filled and emptied and was not analyzed since, the
+# planner thinks few rows are due and would fetch and sort every pending
+# row, at a cost that grows with the backlog.  Only claims get that
+# setting: other statements (listing dead entries) need a sort.
+Kind = Literal["enqueue", "relay", "claim"]
+_SETTINGS: dict[Kind, str] = {
+    "enqueue": "",
+    "relay": "SET synchronous_commit TO off",
+    "claim": "SET synchronous_commit TO off; SET enable_bitmapscan TO off;"
+    " SET enable_sort TO off",
+}
 
 
 def _import_psycopg() -> Any:
@@ -86,43 +104,38 @@ class PostgresStore(OutboxStore):
         self._timeout = timeout
         self._durable = durable
         self._lock = threading.Lock()
-        self._idle: dict[bool, list[psycopg.Connection[Any]]] = {True: [], False: []}
+        self._idle: dict[Kind, list[psycopg.Connection[Any]]] = {
+            kind: [] for kind in _SETTINGS
+        }
         with self._connection(opening=True) as conn:
             self._dbname = conn.info.dbname
             self._set_up(conn, create)
 
     # -- connections --------------------------------------------------------
 
-    def _connect(self, durable: bool) -> psycopg.Connection[Any]:
+    def _connect(self, kind: Kind) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] = self._psycopg.connect(
             self.dsn, autocommit=True, connect_timeout=max(1, round(self._timeout))
         )
-        # Claims (and purges) must read their index in order and stop at
-        # their LIMIT.  On a table that filled and emptied and was not
-        # analyzed since, the planner thinks few rows are due and would
-        # fetch and sort every pending row at each claim: a cost that grows
-        # with the backlog.  Every statement of this store has an index in
-        # the order it wants, so these connections never need either.
-        settings = "SET enable_bitmapscan TO off; SET enable_sort TO off"
-        if not durable:
-            settings += "; SET synchronous_commit TO off"
-        conn.execute(settings)
+        if _SETTINGS[kind]:
+            conn.execute(_SETTINGS[kind])
         return conn
 
     @contextmanager
     def _connection(
-        self, *, durable: bool = False, opening: bool = False
+        self, kind: Kind = "relay", *, opening: bool = False
     ) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; psycopg's errors as OutboxError (a broken
-        connection is closed, never pooled: the next use reconnects)."""
+        """A pooled connection of ``kind`` (its settings, a pool each);
+        psycopg's errors as OutboxError (a broken connection is closed,
+        never pooled: the next use reconnects)."""
         error = self._psycopg.Error
         conn = None
         try:
             with self._lock:
-                idle = self._idle[durable]
+                idle = self._idle[kind]
                 conn = idle.pop() if idle else None
             if conn is None:
-                conn = self._connect(durable)
+                conn = self._connect(kind)
             yield conn
         except error as exc:
             if conn is not None:
@@ -134,15 +147,15 @@ class PostgresStore(OutboxStore):
                 conn.close()
             raise
         with self._lock:
-            if not conn.closed and len(self._idle[durable]) < 32:
-                self._idle[durable].append(conn)
+            if not conn.closed and len(self._idle[kind]) < 32:
+                self._idle[kind].append(conn)
                 return
         conn.close()
 
     def close(self) -> None:
         with self._lock:
-            idle = [*self._idle[True], *self._idle[False]]
-            self._idle = {True: [], False: []}
+            idle = [conn for pool in self._idle.values() for conn in pool]
+            self._idle = {kind: [] for kind in _SETTINGS}
         for conn in idle:
             conn.close()
 
@@ -196,7 +209,7 @@ class PostgresStore(OutboxStore):
             self._check_connection(connection)
             return self._add(connection, entry)
         # One statement: its own transaction (autocommit), one round trip.
-        with self._connection(durable=self._durable) as conn:
+        with self._connection("enqueue" if self._durable else "relay") as conn:
             return self._add(conn, entry)
 
     def _add(
@@ -261,12 +274,9 @@ class PostgresStore(OutboxStore):
     def entries(
         self, state: State | None, limit: int, *, offset: int = 0
     ) -> list[OutboxEntry]:
-        where, params = ("WHERE state = %s", [state]) if state else ("", [])
+        params = ([state] if state else []) + [limit, offset]
         with self._connection() as conn:
-            rows = conn.execute(
-                f"SELECT {ENTRY} FROM {TABLE} {where} ORDER BY seq LIMIT %s OFFSET %s",
-                (*params, limit, offset),
-            ).fetchall()
+            rows = conn.execute(entries_sql(bool(state)), params).fetchall()
         return [row_to_entry(row) for row in rows]
 
     def settle(
@@ -286,7 +296,7 @@ class PostgresStore(OutboxStore):
             params += [] if cutoff is None else [cutoff]
             params += [list(exclude), count, lease, holder]
         sql = settle_sql(count > 0, cutoff is not None)
-        with self._connection() as conn:
+        with self._connection("claim" if count > 0 else "relay") as conn:
             rows = conn.execute(sql, params).fetchall()
         kept = {(int(seq), int(token)) for seq, token in rows[0][0]} if rows else set()
         written = [(c.seq, c.token) in kept for c, _ in results]

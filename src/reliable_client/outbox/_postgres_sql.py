@@ -20,6 +20,7 @@ __all__ = [
     "INSERT_IN_GROUP",
     "NOW",
     "SECONDS",
+    "entries_sql",
     "epoch",
     "record_params",
     "settle_sql",
@@ -103,6 +104,13 @@ def settle_sql(claiming: bool, cutoff: bool) -> str:
         f" {claimed}"
         f" FROM (VALUES (1)) AS one {join}"
     )
+
+
+def entries_sql(by_state: bool) -> str:
+    """Entries in enqueue order (of one state: its parameter first), then
+    LIMIT and OFFSET."""
+    where = "WHERE state = %s " if by_state else ""
+    return f"SELECT {ENTRY} FROM {TABLE} AS o {where}ORDER BY seq LIMIT %s OFFSET %s"
 
 
 BY_KEY = f"SELECT {ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
