@@ -41,7 +41,7 @@ from reliable_client.outbox._request import prepare
 from reliable_client.outbox._schema import POSTGRES_SCHEMA, SQLITE_SCHEMA, TABLE
 from reliable_client.outbox._store import entry_values
 
-from .outbox_floor import bare_relay
+from .outbox_floor import BareRelay
 from .outbox_support import Postgres, RelayProcess, SlowServer
 from .report import Report, Table, command_line, machine, verdict, verdict_at_least
 from .servers import BenchServer
@@ -299,8 +299,10 @@ def delivery(opts: Options, report: Report, pg: Postgres | None) -> None:
             def relay(outbox: Outbox = outbox) -> float:
                 return drained(lambda: outbox.deliver(relay_client, concurrency=c))
 
-            def bare(target: str = target) -> float:
-                return drained(lambda: bare_relay(target, relay_client, c))
+            floor = BareRelay(target, c)  # its connections, as the store's pool
+
+            def bare(floor: BareRelay = floor) -> float:
+                return drained(lambda: floor.deliver(relay_client))
 
             direct()  # warm all up
             relay()
@@ -308,6 +310,7 @@ def delivery(opts: Options, report: Report, pg: Postgres | None) -> None:
             times = _rounds(
                 opts.delivery_rounds, {"direct": direct, "bare": bare, "relay": relay}
             )
+            floor.close()
 
             def ratios(
                 over: str, under: str, times: dict[str, list[float]] = times

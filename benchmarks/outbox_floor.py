@@ -1,11 +1,14 @@
 """The floor of (O2) in ``python -m benchmarks.outbox``: the least a durable
 relay does, written by hand.
 
-Each of ``concurrency`` threads claims up to eight pending entries with one
-``UPDATE ... RETURNING`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
-write lock, taken one thread at a time), sends them one by one through the
-same ``reliable_client.Client`` as the relay, and records their status and
-body with one more statement; until no entry is pending.  Nothing else: no
+``concurrency`` threads send the pending entries through the same
+``reliable_client.Client`` as the relay, one at a time each: a thread that
+finds none claimed claims up to eight with one ``UPDATE ... RETURNING``
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write lock, taken one
+thread at a time) and leaves the rest to the others; each thread records
+the status and body of its answers eight at a time with one more
+statement; until no entry is pending.  Its connections are opened before
+the clock starts, as the store's pool is.  Nothing else: no
 lease renewed or fenced, no redelivery decided, no group ordering, no log
 line, no callback, no count.  The connections have the store's settings
 (PostgreSQL: ``synchronous_commit`` off and its planner settings; SQLite:
@@ -18,6 +21,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +30,7 @@ import httpx
 
 from reliable_client.outbox._schema import TABLE
 
-__all__ = ["bare_relay"]
+__all__ = ["BareRelay"]
 
 BATCH = 8
 Sent = tuple[int, int, bytes]  # seq, status, body
@@ -57,25 +61,52 @@ _SQLITE_RECORD = (
 )
 
 
-def bare_relay(target: str, client: httpx.Client, concurrency: int) -> None:
-    """Deliver every pending entry of the outbox at ``target`` as above."""
-    with _statements(target, concurrency) as sides:
+class BareRelay:
+    """The floor's ``concurrency`` threads and their connections, opened
+    once (before any clock starts) and used for every ``deliver``."""
+
+    def __init__(self, target: str, concurrency: int) -> None:
+        self._opened = _statements(target, concurrency)
+        self._sides = self._opened.__enter__()
+
+    def deliver(self, client: httpx.Client) -> None:
+        """Deliver every pending entry.  Claimed entries wait in one queue
+        that every thread takes from, one at a time, so that no thread runs
+        dry while another still has a batch to send; a thread records its
+        results eight at a time, and the rest when nothing is left."""
+        queue: deque[tuple[Any, ...]] = deque()
         threads = [
-            threading.Thread(target=_work, args=(claim, record, client))
-            for claim, record in sides
+            threading.Thread(target=_work, args=(claim, record, client, queue))
+            for claim, record in self._sides
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
 
+    def close(self) -> None:
+        self._opened.__exit__(None, None, None)
 
-def _work(claim: Claim, record: Record, client: httpx.Client) -> None:
-    while batch := claim():
-        sent = []
-        for seq, url, headers, body in batch:
-            response = client.post(url, content=body, headers=json.loads(headers))
-            sent.append((seq, response.status_code, response.content))
+
+def _work(
+    claim: Claim, record: Record, client: httpx.Client, queue: deque[Any]
+) -> None:
+    sent: list[Sent] = []
+    while True:
+        try:
+            seq, url, headers, body = queue.popleft()
+        except IndexError:
+            batch = claim()
+            if not batch:
+                break
+            (seq, url, headers, body), *ahead = batch
+            queue.extend(ahead)
+        response = client.post(url, content=body, headers=json.loads(headers))
+        sent.append((seq, response.status_code, response.content))
+        if len(sent) == BATCH:
+            record(sent)
+            sent = []
+    if sent:
         record(sent)
 
 
