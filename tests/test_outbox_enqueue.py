@@ -233,6 +233,9 @@ def test_bad_groups(outbox: Outbox) -> None:
         outbox.enqueue("POST", "/p", group="")
     with pytest.raises(TypeError, match=r"group=.*str or None"):
         outbox.enqueue("POST", "/p", group=7)  # type: ignore[arg-type]
+    for bad in ("a\x00b", "line\nbreak"):  # PostgreSQL's text cannot hold NUL
+        with pytest.raises(ValueError, match=r"group=.*control characters"):
+            outbox.enqueue("POST", "/p", group=bad)
 
 
 @pytest.mark.parametrize(

@@ -189,20 +189,27 @@ def test_cancelling_arun_leaves_its_entry_to_be_delivered_again(
     assert [c.id for c in held] == [str(entry.id)] and held[0].deliveries == 2
 
 
-def test_a_forked_child_opens_connections_of_its_own(sqlite_target: str) -> None:
-    outbox = Outbox(sqlite_target)
+def test_a_forked_child_opens_connections_of_its_own(outbox_target: str) -> None:
+    # A child that used the parent's pooled connections would talk over the
+    # parent's sockets at the same time, and its close() end the parent's
+    # sessions.
+    outbox = Outbox(outbox_target)
     outbox.enqueue("POST", "/before")
+    assert outbox.stats()["pending"] == 1  # the pools hold connections now
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         code = 0
         try:
             for n in range(20):
                 outbox.enqueue("POST", f"/child/{n}")
+                outbox.stats()
+            outbox.close()
         except BaseException:
             code = 1
         os._exit(code)
     for n in range(20):
         outbox.enqueue("POST", f"/parent/{n}")
+        outbox.stats()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert outbox.stats()["pending"] == 41

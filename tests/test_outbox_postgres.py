@@ -10,7 +10,7 @@ from typing import Any
 from reliable_client.outbox import Outbox
 from reliable_client.outbox._model import Result
 from reliable_client.outbox._postgres import PostgresStore
-from reliable_client.outbox._postgres_sql import entries_sql, settle_sql
+from reliable_client.outbox._postgres_sql import PURGE, entries_sql, settle_sql
 from reliable_client.outbox._schema import TABLE
 
 BACKLOG = 1000
@@ -66,7 +66,7 @@ def test_a_claim_reads_a_few_rows_of_a_backlog_whatever_the_statistics(
     _churn(outbox, 3, 300)
     for _ in range(BACKLOG):
         outbox.enqueue("POST", "/things", json={"n": 1})
-    with store._connection("claim") as conn:
+    with store._connection("ordered") as conn:
         plan = _explain(
             conn, settle_sql(True, False), [*[[]] * 10, [], 8, 30.0, "relay-1"]
         )
@@ -74,6 +74,29 @@ def test_a_claim_reads_a_few_rows_of_a_backlog_whatever_the_statistics(
     # The due index read in order, stopping at the eighth entry.
     assert scanned and max(scanned) <= 16, scanned
     assert len(store.claim("relay-1", 8, 30.0)) == 8
+
+
+def test_a_purge_batch_reads_a_batch_of_a_large_table_whatever_the_statistics(
+    postgres_url: str,
+) -> None:
+    outbox = Outbox(postgres_url, durable=False)
+    store = outbox._store
+    assert isinstance(store, PostgresStore)
+    _churn(outbox, 3, 300)
+    with store._connection() as conn:
+        conn.execute(
+            f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+            " endpoint, headers, fingerprint, state, due_at, created_at,"
+            " horizon_from, finished_at) SELECT gen_random_uuid()::text,"
+            " gen_random_uuid()::text, gen_random_uuid()::text, 'POST', '/things',"
+            " 'POST /things', '[]', 'f', 'delivered', now(), now(), now(),"
+            " now() - interval '1 hour' FROM generate_series(1, 20000)"
+        )
+    with store._connection("ordered") as conn:  # the connections purge() uses
+        plan = _explain(conn, PURGE, ("delivered", 60.0, 500))
+    scanned = _plan_rows(plan, "o")
+    assert scanned and max(scanned) <= 1000, scanned
+    assert outbox.purge(60.0) > 0
 
 
 def test_listing_the_dead_entries_of_a_large_table_reads_a_few_rows(

@@ -493,3 +493,40 @@ def test_a_plain_httpx_client_can_deliver(
     with httpx.Client(base_url=server.url) as client:
         assert outbox.deliver(client).delivered == 1
     assert server.requests()[0].headers["idempotency-key"] == entry.idempotency_key
+
+
+def test_a_callback_sees_the_entry_as_the_store_keeps_it(sqlite_target: str) -> None:
+    from reliable_client.outbox._model import Result
+    from reliable_client.outbox._relay_core import RelayCore
+
+    outbox = Outbox(sqlite_target)
+    entry = outbox.enqueue("POST", "/things")
+    (claimed,) = outbox._store.claim("relay-1", 1, 30.0)
+    result = Result(
+        "dead", 1, reason="no\x00such", status=404, response_headers=(("x-n", "é"),)
+    )
+    assert outbox._store.record(claimed, result)
+    told = RelayCore(outbox, 1, None).entry_of(claimed, result)
+    kept = outbox.get(entry.id)
+    assert kept is not None
+    assert told.last_error == kept.last_error == "no\ufffdsuch"
+    assert told.response_headers["x-n"] == kept.response_headers["x-n"] == "é"
+
+
+def test_a_stale_claim_ending_leaves_the_newer_claim_of_its_entry_held(
+    sqlite_target: str,
+) -> None:
+    from reliable_client.outbox._relay_core import Plan, RelayCore
+
+    outbox = Outbox(sqlite_target, lease=0.2)
+    outbox.enqueue("POST", "/things")
+    core = RelayCore(outbox, 2, None)
+    (old,) = outbox._store.claim(core.holder, 1, 0.2)
+    core.settled(Plan([], 1, None), [], [old], extra=False, poll=1.0)
+    time.sleep(0.3)
+    (new,) = outbox._store.claim(core.holder, 1, 30.0)  # this relay's own, again
+    core.settled(Plan([], 1, None), [], [new], extra=False, poll=1.0)
+    core.let_go(old)  # the old delivery ends
+    assert core.busy() == 1 and core.renewals(time.monotonic() + 60) == [
+        (new.seq, new.token)
+    ]

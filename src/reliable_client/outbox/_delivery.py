@@ -19,7 +19,7 @@ import httpx
 from .._outcome import attempts_and_existed, outcome, safe_url
 from ._decision import Response, before_send, from_error, from_response, keep_headers
 from ._model import DEAD, DELIVERED, Claimed, DeliveryCounts, OutboxEntry, Result
-from ._store import headers_of
+from ._store import headers_of, storable
 
 if TYPE_CHECKING:
     from .._policy import RetryPolicy
@@ -161,7 +161,7 @@ class DeliveryBook:
             state=result.state,
             attempts=claimed.attempts + result.attempts,
             deliveries=claimed.deliveries,
-            last_error=result.reason,
+            last_error=storable(result.reason),
             status=result.status,
             response_headers=headers_of(result.response_headers),
             response_body=result.response_body,

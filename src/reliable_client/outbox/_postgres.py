@@ -15,6 +15,7 @@ Needs psycopg 3: ``pip install 'reliable-client[postgres]'``.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from ._postgres_sql import (
     INSERT,
     INSERT_IN_GROUP,
     NOW,
+    PURGE,
     SECONDS,
     entries_sql,
     epoch,
@@ -54,16 +56,16 @@ _LOCK_CLASS = 0x52434F42  # "RCOB": advisory locks of this module
 # synchronous_commit on, unless durable=False: then on relay connections),
 # the relays' and readers' writes and reads (a write lost to a crash of the
 # database server only means one more delivery with the same key), and
-# claims.  A claim must read the due index in order and stop at its LIMIT;
-# on a table that filled and emptied and was not analyzed since, the
-# planner thinks few rows are due and would fetch and sort every pending
-# row, at a cost that grows with the backlog.  Only claims get that
+# claims and purges.  These must read their index in order and stop at
+# their LIMIT; on a table that filled and emptied and was not analyzed
+# since, the planner thinks few rows match and would fetch and sort every
+# one of them, at a cost that grows with the table.  Only they get that
 # setting: other statements (listing dead entries) need a sort.
-Kind = Literal["enqueue", "relay", "claim"]
+Kind = Literal["enqueue", "relay", "ordered"]
 _SETTINGS: dict[Kind, str] = {
     "enqueue": "",
     "relay": "SET synchronous_commit TO off",
-    "claim": "SET synchronous_commit TO off; SET enable_bitmapscan TO off;"
+    "ordered": "SET synchronous_commit TO off; SET enable_bitmapscan TO off;"
     " SET enable_sort TO off",
 }
 
@@ -104,9 +106,8 @@ class PostgresStore(OutboxStore):
         self._timeout = timeout
         self._durable = durable
         self._lock = threading.Lock()
-        self._idle: dict[Kind, list[psycopg.Connection[Any]]] = {
-            kind: [] for kind in _SETTINGS
-        }
+        self._idle = self._no_idle()
+        self._pid = os.getpid()
         with self._connection(opening=True) as conn:
             self._dbname = conn.info.dbname
             self._set_up(conn, create)
@@ -132,6 +133,10 @@ class PostgresStore(OutboxStore):
         conn = None
         try:
             with self._lock:
+                if self._pid != os.getpid():
+                    # Inherited through fork: the parent's sessions, never
+                    # used nor closed here (psycopg does not close them).
+                    self._idle, self._pid = self._no_idle(), os.getpid()
                 idle = self._idle[kind]
                 conn = idle.pop() if idle else None
             if conn is None:
@@ -147,15 +152,22 @@ class PostgresStore(OutboxStore):
                 conn.close()
             raise
         with self._lock:
-            if not conn.closed and len(self._idle[kind]) < 32:
+            mine = self._pid == os.getpid()
+            if mine and not conn.closed and len(self._idle[kind]) < 32:
                 self._idle[kind].append(conn)
                 return
         conn.close()
 
+    @staticmethod
+    def _no_idle() -> dict[Kind, list[psycopg.Connection[Any]]]:
+        return {kind: [] for kind in _SETTINGS}
+
     def close(self) -> None:
         with self._lock:
             idle = [conn for pool in self._idle.values() for conn in pool]
-            self._idle = {kind: [] for kind in _SETTINGS}
+            if self._pid != os.getpid():
+                idle = []  # the parent's (see _connection)
+            self._idle = self._no_idle()
         for conn in idle:
             conn.close()
 
@@ -296,7 +308,7 @@ class PostgresStore(OutboxStore):
             params += [] if cutoff is None else [cutoff]
             params += [list(exclude), count, lease, holder]
         sql = settle_sql(count > 0, cutoff is not None)
-        with self._connection("claim" if count > 0 else "relay") as conn:
+        with self._connection("ordered" if count > 0 else "relay") as conn:
             rows = conn.execute(sql, params).fetchall()
         kept = {(int(seq), int(token)) for seq, token in rows[0][0]} if rows else set()
         written = [(c.seq, c.token) in kept for c, _ in results]
@@ -345,11 +357,6 @@ class PostgresStore(OutboxStore):
             return cursor.rowcount
 
     def purge(self, state: State, older_than: float, batch: int) -> int:
-        with self._connection() as conn:
-            cursor = conn.execute(
-                f"DELETE FROM {TABLE} WHERE seq IN (SELECT seq FROM {TABLE}"
-                f" WHERE state = %s AND finished_at <= {NOW} - %s {SECONDS}"
-                " ORDER BY finished_at LIMIT %s)",
-                (state, older_than, batch),
-            )
+        with self._connection("ordered") as conn:
+            cursor = conn.execute(PURGE, (state, older_than, batch))
             return cursor.rowcount

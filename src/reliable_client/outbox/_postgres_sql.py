@@ -19,6 +19,7 @@ __all__ = [
     "INSERT",
     "INSERT_IN_GROUP",
     "NOW",
+    "PURGE",
     "SECONDS",
     "entries_sql",
     "epoch",
@@ -112,6 +113,13 @@ def entries_sql(by_state: bool) -> str:
     where = "WHERE state = %s " if by_state else ""
     return f"SELECT {ENTRY} FROM {TABLE} AS o {where}ORDER BY seq LIMIT %s OFFSET %s"
 
+
+# Finished entries of a state, the oldest first, a batch at a time.
+PURGE = (
+    f"DELETE FROM {TABLE} WHERE seq IN (SELECT seq FROM {TABLE} AS o"
+    f" WHERE state = %s AND finished_at <= {NOW} - %s {SECONDS}"
+    " ORDER BY finished_at LIMIT %s)"
+)
 
 BY_KEY = f"SELECT {ENTRY}, fingerprint FROM {TABLE} WHERE idempotency_key = %s"
 

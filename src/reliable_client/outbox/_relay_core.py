@@ -207,8 +207,11 @@ class RelayCore(DeliveryBook):
             self.forget(claimed)
 
     def forget(self, claimed: Claimed) -> None:
-        """Hold ``claimed`` no more (the lock held)."""
-        self.held.pop(claimed.seq, None)
+        """Hold ``claimed`` no more (the lock held); a newer claim of its
+        entry (this relay's own, after its lease ran out) stays held."""
+        held = self.held.get(claimed.seq)
+        if held is not None and held.claimed.token == claimed.token:
+            del self.held[claimed.seq]
         if self._extra_quiet_until != float("inf"):
             self._extra_quiet_until = 0.0  # a slot is free: look again
 

@@ -172,6 +172,10 @@ def _group(group: object) -> str | None:
         raise ValueError(
             f"enqueue(group=...) must be 1 to {MAX_GROUP} characters, got {len(group)}"
         )
+    if _CONTROL.search(group):
+        raise ValueError(
+            f"enqueue(group=...) must not contain control characters, got {group!r}"
+        )
     return group
 
 

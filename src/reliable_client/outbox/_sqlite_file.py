@@ -210,6 +210,8 @@ class SQLiteFile:
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, {}
+            if self._pid != os.getpid():
+                idle = {}  # inherited through fork: never used here
         for pool in idle.values():
             for conn in pool:
                 conn.close()

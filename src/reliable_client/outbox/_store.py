@@ -39,6 +39,7 @@ __all__ = [
     "pairs_to_json",
     "redact",
     "result_values",
+    "storable",
 ]
 
 
@@ -205,8 +206,7 @@ def result_values(claimed: Claimed, result: Result) -> tuple[Any, ...]:
         claimed.token,
         result.state,
         result.attempts,
-        # PostgreSQL's text cannot hold NUL (an exception's message may).
-        None if result.reason is None else result.reason.replace("\x00", "\ufffd"),
+        storable(result.reason),
         result.status,
         pairs_to_json(result.response_headers),
         result.response_body,
@@ -229,6 +229,12 @@ def entry_values(entry: NewEntry) -> tuple[Any, ...]:
         entry.fingerprint,
         entry.group,
     )
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` as both stores keep it: PostgreSQL's text cannot hold NUL
+    (an exception's message may), so it is U+FFFD."""
+    return None if text is None else text.replace("\x00", "\ufffd")
 
 
 def headers_of(pairs: Sequence[tuple[str, str]]) -> httpx.Headers:
