@@ -304,13 +304,16 @@ def delivery(opts: Options, report: Report, pg: Postgres | None) -> None:
             def bare(floor: BareRelay = floor) -> float:
                 return drained(lambda: floor.deliver(relay_client))
 
-            direct()  # warm all up
-            relay()
-            bare()
-            times = _rounds(
-                opts.delivery_rounds, {"direct": direct, "bare": bare, "relay": relay}
-            )
-            floor.close()
+            try:
+                direct()  # warm all up
+                relay()
+                bare()
+                times = _rounds(
+                    opts.delivery_rounds,
+                    {"direct": direct, "bare": bare, "relay": relay},
+                )
+            finally:
+                floor.close()
 
             def ratios(
                 over: str, under: str, times: dict[str, list[float]] = times

@@ -10,9 +10,10 @@ the status and body of its answers eight at a time with one more
 statement; until no entry is pending.  Its connections are opened before
 the clock starts, as the store's pool is.  Nothing else: no
 lease renewed or fenced, no redelivery decided, no group ordering, no log
-line, no callback, no count.  The connections have the store's settings
-(PostgreSQL: ``synchronous_commit`` off and its planner settings; SQLite:
-WAL, ``synchronous=NORMAL``), so both sides write with the same durability.
+line, no callback, no count.  The connections have the settings of the
+store's claiming connections (PostgreSQL: ``synchronous_commit`` off, sorts
+and bitmap scans off; SQLite: WAL, ``synchronous=NORMAL``), so both sides
+write with the same durability.
 """
 
 from __future__ import annotations
