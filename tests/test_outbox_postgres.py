@@ -38,6 +38,26 @@ def _explain(conn: Any, sql: str, params: Any) -> list[int]:
     return plan[0]["Plan"]
 
 
+def _outbox(url: str) -> tuple[Outbox, PostgresStore]:
+    outbox = Outbox(url, durable=False)
+    assert isinstance(outbox._store, PostgresStore)
+    return outbox, outbox._store
+
+
+def _finished_rows(store: PostgresStore, count: int, state: str, when: str) -> None:
+    """``count`` finished entries at once: ``state`` and ``when`` (their
+    finished_at) are SQL of the row number ``n``."""
+    with store._connection() as conn:
+        conn.execute(
+            f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
+            " endpoint, headers, fingerprint, state, due_at, created_at,"
+            " horizon_from, finished_at) SELECT gen_random_uuid()::text,"
+            " gen_random_uuid()::text, gen_random_uuid()::text, 'POST', '/things',"
+            f" 'POST /things', '[]', 'f', {state}, now(), now(), now(), {when}"
+            f" FROM generate_series(1, {count}) AS n"
+        )
+
+
 def _churn(outbox: Outbox, rounds: int, entries: int) -> None:
     """Entries enqueued, delivered and purged, ``rounds`` times."""
     store = outbox._store
@@ -60,9 +80,7 @@ def test_a_claim_reads_a_few_rows_of_a_backlog_whatever_the_statistics(
     # A table that filled and emptied (a relay keeping up, then a burst),
     # never analyzed: the planner's estimate of the due rows is then small,
     # and without care it fetches and sorts every pending row at each claim.
-    outbox = Outbox(postgres_url, durable=False)
-    store = outbox._store
-    assert isinstance(store, PostgresStore)
+    outbox, store = _outbox(postgres_url)
     _churn(outbox, 3, 300)
     for _ in range(BACKLOG):
         outbox.enqueue("POST", "/things", json={"n": 1})
@@ -79,19 +97,9 @@ def test_a_claim_reads_a_few_rows_of_a_backlog_whatever_the_statistics(
 def test_a_purge_batch_reads_a_batch_of_a_large_table_whatever_the_statistics(
     postgres_url: str,
 ) -> None:
-    outbox = Outbox(postgres_url, durable=False)
-    store = outbox._store
-    assert isinstance(store, PostgresStore)
+    outbox, store = _outbox(postgres_url)
     _churn(outbox, 3, 300)
-    with store._connection() as conn:
-        conn.execute(
-            f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
-            " endpoint, headers, fingerprint, state, due_at, created_at,"
-            " horizon_from, finished_at) SELECT gen_random_uuid()::text,"
-            " gen_random_uuid()::text, gen_random_uuid()::text, 'POST', '/things',"
-            " 'POST /things', '[]', 'f', 'delivered', now(), now(), now(),"
-            " now() - interval '1 hour' FROM generate_series(1, 20000)"
-        )
+    _finished_rows(store, 20000, "'delivered'", "now() - interval '1 hour'")
     with store._connection("ordered") as conn:  # the connections purge() uses
         plan = _explain(conn, PURGE, ("delivered", 60.0, 500))
     scanned = _plan_rows(plan, "o")
@@ -102,19 +110,10 @@ def test_a_purge_batch_reads_a_batch_of_a_large_table_whatever_the_statistics(
 def test_listing_the_dead_entries_of_a_large_table_reads_a_few_rows(
     postgres_url: str,
 ) -> None:
-    outbox = Outbox(postgres_url, durable=False)
-    store = outbox._store
-    assert isinstance(store, PostgresStore)
+    outbox, store = _outbox(postgres_url)
+    every = "CASE WHEN n % 20000 = 0 THEN 'dead' ELSE 'delivered' END"
+    _finished_rows(store, 100000, every, "now()")
     with store._connection() as conn:
-        conn.execute(
-            f"INSERT INTO {TABLE} (id, idempotency_key, resource_id, method, url,"
-            " endpoint, headers, fingerprint, state, due_at, created_at,"
-            " horizon_from, finished_at) SELECT gen_random_uuid()::text,"
-            " gen_random_uuid()::text, gen_random_uuid()::text, 'POST', '/things',"
-            " 'POST /things', '[]', 'f', CASE WHEN n % 20000 = 0 THEN 'dead'"
-            " ELSE 'delivered' END, now(), now(), now(), now()"
-            " FROM generate_series(1, 100000) AS n"
-        )
         conn.execute(f"ANALYZE {TABLE}")
     dead = outbox.entries("dead", limit=50)
     assert [e.state for e in dead] == ["dead"] * 5

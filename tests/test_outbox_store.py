@@ -61,14 +61,24 @@ def test_a_claim_leases_an_entry_once_and_raises_its_token(
     )
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
-    outbox: Outbox, store: OutboxStore
-) -> None:
+def _claimed_twice(
+    outbox: Outbox, store: OutboxStore, second: str
+) -> tuple[Claimed, Claimed]:
+    """An entry claimed by relay-1 under a short lease, and again by
+    ``second`` after the lease ran out."""
     outbox.enqueue("POST", "/a")
     (old,) = store.claim("relay-1", 1, 0.2)
     time.sleep(0.3)
-    (new,) = store.claim("relay-2", 1, 30.0)
-    assert new.seq == old.seq and new.token > old.token and new.deliveries == 2
+    (new,) = store.claim(second, 1, 30.0)
+    assert new.seq == old.seq and new.token > old.token
+    return old, new
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_is_fenced(
+    outbox: Outbox, store: OutboxStore
+) -> None:
+    old, new = _claimed_twice(outbox, store, "relay-2")
+    assert new.deliveries == 2
     assert store.renew([(old.seq, old.token)], 30.0) == set()
     assert not store.record(old, DEAD)  # too late: relay-2 holds it
     assert not store.release(old)
@@ -81,11 +91,7 @@ def test_of_two_claims_of_one_entry_recorded_together_only_the_newer_is_written(
 ) -> None:
     # A relay that claimed an entry again after its own lease ran out (the
     # store was away while it renewed) may record both deliveries at once.
-    outbox.enqueue("POST", "/a")
-    (old,) = store.claim("relay-1", 1, 0.2)
-    time.sleep(0.3)
-    (new,) = store.claim("relay-1", 1, 30.0)
-    assert new.seq == old.seq and new.token > old.token
+    old, new = _claimed_twice(outbox, store, "relay-1")
     written, _ = store.settle([(old, DEAD), (new, DELIVERED)], "relay-1", 0, 30.0)
     assert written == [False, True]
     assert outbox.entries()[0].state == "delivered"
