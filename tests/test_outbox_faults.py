@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -213,3 +214,67 @@ def test_a_forked_child_opens_connections_of_its_own(outbox_target: str) -> None
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert outbox.stats()["pending"] == 41
+
+
+def test_a_child_forked_while_another_thread_holds_a_lock_can_write(
+    outbox_target: str,
+) -> None:
+    outbox = Outbox(outbox_target)
+    outbox.enqueue("POST", "/before")
+    held, release = threading.Event(), threading.Event()
+    store = outbox._store
+    lock = store._lock if hasattr(store, "_lock") else store._file._lock
+
+    def holding() -> None:
+        with lock:  # as a relay's thread would, for a moment
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holding)
+    thread.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        signal.alarm(10)  # a child that hangs on the lock dies here
+        code = 0
+        try:
+            outbox.enqueue("POST", "/child")
+        except BaseException:
+            code = 1
+        os._exit(code)
+    release.set()
+    thread.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert outbox.stats()["pending"] == 2
+
+
+def _sessions(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_dead_parents_sessions_end_while_its_forked_child_lives(
+    postgres_url: str,
+) -> None:
+    # The child must not keep the parent's sockets open: a parent that dies
+    # (no Terminate sent) would leave its sessions open on the server.
+    assert _sessions(postgres_url) == 0
+    parent = os.fork()
+    if parent == 0:  # pragma: no cover - the child's coverage is not collected
+        outbox = Outbox(postgres_url)
+        outbox.enqueue("POST", "/a")
+        outbox.stats()
+        if os.fork() == 0:
+            time.sleep(5)  # the child lives on
+            os._exit(0)
+        os._exit(0)  # the parent dies at once
+    os.waitpid(parent, 0)
+    assert wait_until(lambda: _sessions(postgres_url) == 0, timeout=3.0)

@@ -15,12 +15,15 @@ Needs psycopg 3: ``pip install 'reliable-client[postgres]'``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._forks import keep_inherited, watch
 from ._model import Claimed, NewEntry, OutboxEntry, OutboxError, Result, State
 from ._postgres_sql import (
     BY_KEY,
@@ -107,7 +110,8 @@ class PostgresStore(OutboxStore):
         self._durable = durable
         self._lock = threading.Lock()
         self._idle = self._no_idle()
-        self._pid = os.getpid()
+        self._opened: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        watch(self)
         with self._connection(opening=True) as conn:
             self._dbname = conn.info.dbname
             self._set_up(conn, create)
@@ -120,7 +124,20 @@ class PostgresStore(OutboxStore):
         )
         if _SETTINGS[kind]:
             conn.execute(_SETTINGS[kind])
+        self._opened.add(conn)
         return conn
+
+    def after_fork_in_child(self) -> None:
+        """The parent's connections: their sockets closed here (never a
+        Terminate sent: their sessions are the parent's), never used."""
+        self._lock = threading.Lock()
+        inherited = list(self._opened)
+        for conn in inherited:
+            with contextlib.suppress(Exception):  # closed already, or broken
+                os.close(conn.fileno())
+        keep_inherited(inherited)
+        self._opened = weakref.WeakSet()
+        self._idle = self._no_idle()
 
     @contextmanager
     def _connection(
@@ -133,10 +150,6 @@ class PostgresStore(OutboxStore):
         conn = None
         try:
             with self._lock:
-                if self._pid != os.getpid():
-                    # Inherited through fork: the parent's sessions, never
-                    # used nor closed here (psycopg does not close them).
-                    self._idle, self._pid = self._no_idle(), os.getpid()
                 idle = self._idle[kind]
                 conn = idle.pop() if idle else None
             if conn is None:
@@ -152,8 +165,7 @@ class PostgresStore(OutboxStore):
                 conn.close()
             raise
         with self._lock:
-            mine = self._pid == os.getpid()
-            if mine and not conn.closed and len(self._idle[kind]) < 32:
+            if not conn.closed and len(self._idle[kind]) < 32:
                 self._idle[kind].append(conn)
                 return
         conn.close()
@@ -165,8 +177,6 @@ class PostgresStore(OutboxStore):
     def close(self) -> None:
         with self._lock:
             idle = [conn for pool in self._idle.values() for conn in pool]
-            if self._pid != os.getpid():
-                idle = []  # the parent's (see _connection)
             self._idle = self._no_idle()
         for conn in idle:
             conn.close()

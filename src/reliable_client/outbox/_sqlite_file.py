@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ._forks import keep_inherited, watch
 from ._model import OutboxError
 from ._schema import META, SCHEMA_VERSION, SQLITE_SCHEMA, TABLE, judge_schema
 
@@ -31,7 +32,10 @@ _WRITE_LOCKS_LOCK = threading.Lock()
 
 
 def _forget_write_locks() -> None:
-    _WRITE_LOCKS.clear()  # a forked child's threads are gone, and their locks
+    # A forked child's threads are gone, and the locks they held with them.
+    global _WRITE_LOCKS_LOCK
+    _WRITE_LOCKS.clear()
+    _WRITE_LOCKS_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -61,7 +65,7 @@ class SQLiteFile:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._idle: dict[str, list[sqlite3.Connection]] = {}
-        self._pid = os.getpid()
+        watch(self)
         created = self._create_file() if create else False
         if not create and not os.path.exists(self.path):
             raise OutboxError(f"cannot open outbox {self.name!r}: no such file")
@@ -190,9 +194,6 @@ class SQLiteFile:
 
     def _acquire(self, sync: str) -> sqlite3.Connection:
         with self._lock:
-            if self._pid != os.getpid():
-                # Connections inherited through fork are never used again.
-                self._idle, self._pid = {}, os.getpid()
             idle = self._idle.get(sync)
             if idle:
                 return idle.pop()
@@ -202,16 +203,20 @@ class SQLiteFile:
         if not conn.in_transaction:
             with self._lock:
                 idle = self._idle.setdefault(sync, [])
-                if self._pid == os.getpid() and len(idle) < _POOL:
+                if len(idle) < _POOL:
                     idle.append(conn)
                     return
         conn.close()
 
+    def after_fork_in_child(self) -> None:
+        """The parent's connections are never used (nor closed) here."""
+        self._lock = threading.Lock()
+        keep_inherited([c for pool in self._idle.values() for c in pool])
+        self._idle = {}
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, {}
-            if self._pid != os.getpid():
-                idle = {}  # inherited through fork: never used here
         for pool in idle.values():
             for conn in pool:
                 conn.close()
