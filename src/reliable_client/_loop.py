@@ -208,16 +208,13 @@ def send_call(
             return response
         error = None
     except Exception as exc:
-        if throttle is not None:  # told once: a second time does nothing
-            core.record_first(request, accepted_error(exc))
-        if policy.max_attempts == 1:
+        if not first_error(core, request, policy, exc):
             raise
         response, error = None, exc
-    except BaseException:
+    except BaseException as exc:
         # Cancelled (the caller's own timeout, say), or interrupted: not an
         # accept, and no answer either.
-        if throttle is not None:
-            core.record_first(request, None)
+        first_error(core, request, policy, exc)
         raise
     return retry(
         core,
@@ -269,16 +266,13 @@ async def asend_call(
             return response
         error = None
     except Exception as exc:
-        if throttle is not None:  # told once: a second time does nothing
-            core.record_first(request, accepted_error(exc))
-        if policy.max_attempts == 1:
+        if not first_error(core, request, policy, exc):
             raise
         response, error = None, exc
-    except BaseException:
+    except BaseException as exc:
         # Cancelled (the caller's own timeout, say), or interrupted: not an
         # accept, and no answer either.
-        if throttle is not None:
-            core.record_first(request, None)
+        first_error(core, request, policy, exc)
         raise
     return await aretry(
         core,
